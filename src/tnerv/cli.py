@@ -1,0 +1,240 @@
+"""The `tnerv` command. It parses arguments and calls the library; errors become one line and exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import tomllib
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from tnerv.errors import TnervError
+
+
+def _size(text: str, order: str) -> tuple[int, int]:
+    """Parses "AxB" into two positive ints; `order` names them for the error message."""
+    try:
+        a, b = (int(v) for v in text.lower().split("x"))
+        if a <= 0 or b <= 0:
+            raise ValueError
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {order} such as 144x256, got {text!r}") from None
+    return a, b
+
+
+def _hw(text: str) -> tuple[int, int]:
+    return _size(text, "HxW")
+
+
+def _wh(text: str) -> tuple[int, int]:
+    return _size(text, "WxH")
+
+
+def _assignment(text: str) -> tuple[str, Any]:
+    """Parses key=value; the value is read as TOML (numbers, lists, strings) or kept as a string."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected key=value, got {text!r}")
+    try:
+        return key.strip(), tomllib.loads(f"v = {value}")["v"]
+    except tomllib.TOMLDecodeError:
+        return key.strip(), value
+
+
+def _print(data: Any, as_json: bool, text: str) -> None:
+    print(json.dumps(data, indent=2, default=str) if as_json else text)
+
+
+def _add_video_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("video", help="a video file (mp4, mkv, mov, avi, y4m, raw .yuv) or a folder of PNG/JPEG frames")
+    p.add_argument("--yuv-size", type=_wh, metavar="WxH", help="frame size of a raw 8-bit 4:2:0 .yuv file")
+    p.add_argument("--matrix", choices=["bt601", "bt709"], help="YUV->RGB matrix (default: bt709 from 720p up)")
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from tnerv.video import probe
+
+    info = probe(args.video, size=args.yuv_size)
+    text = (
+        f"{info.path}\n  frames: {info.num_frames}\n  size:   {info.width}x{info.height} (WxH)\n"
+        f"  fps:    {info.fps:g}\n  codec:  {info.codec} ({info.pix_fmt})"
+    )
+    _print(asdict(info), args.json, text)
+    return 0
+
+
+def _format_count(n: int) -> str:
+    return f"{n / 1e6:.3f}M" if n >= 1e5 else f"{n:,}"
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    import torch
+
+    from tnerv.models import create_model, list_models, list_presets, load_preset
+
+    rows = []
+    for name in list_models():
+        for preset_name in list_presets(name) or [None]:
+            preset = load_preset(preset_name) if preset_name else None
+            overrides = {"num_frames": args.frames} if args.frames else {}
+            with torch.device("meta"):  # counts need shapes only, not memory
+                model = create_model(name, preset.config(**overrides) if preset else overrides)
+            rows.append(
+                {
+                    "model": name,
+                    "preset": preset_name,
+                    "description": preset.description if preset else "",
+                    "height": model.config.height,
+                    "width": model.config.width,
+                    "num_frames": model.config.num_frames,
+                    "parameters": model.parameter_counts(),
+                }
+            )
+    lines = [f"{'model':<8} {'preset':<22} {'frames':>6} {'HxW':>10} {'size':>9}  decoder / grids / embeddings (+ encoder)"]
+    for r in rows:
+        c = r["parameters"]
+        lines.append(
+            f"{r['model']:<8} {r['preset'] or '-':<22} {r['num_frames']:>6} {r['height']}x{r['width']:<5} "
+            f"{_format_count(c['transmitted']):>9}  {_format_count(c['decoder'])} / {_format_count(c['grids'])} / "
+            f"{_format_count(c['embeddings'])} (+ {_format_count(c['encoder'])})"
+        )
+    _print(rows, args.json, "\n".join(lines))
+    return 0
+
+
+def _summary(result: Any) -> str:
+    r = result.report
+    return (
+        f"{result.model}: PSNR {r.psnr:.2f} dB, MS-SSIM {r.ms_ssim:.4f} [{r.ms_ssim_variant}], "
+        f"{_format_count(result.parameters['transmitted'])} parameters, {result.epochs} epochs\n"
+        f"run directory: {result.run_dir}"
+    )
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    from tnerv.runs import VideoSpec, fit_run
+
+    if args.model is None and args.preset is None and not args.resume:
+        raise TnervError("name a model (--model) or a preset (--preset)")
+    if args.frames is not None and args.frames < 1:
+        raise TnervError(f"--frames must be at least 1 (got {args.frames}): there would be no frame to fit")
+    train = {k: v for k, v in {
+        "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "eval_every": args.eval_every,
+        "seed": args.seed, "device": args.device, "precision": args.precision, "loss": args.loss,
+    }.items() if v is not None}
+    if "eval_every" in train:
+        train.setdefault("checkpoint_every", train["eval_every"])
+    spec = VideoSpec(
+        path=args.video, start=args.start, count=args.frames, step=args.step, resize=args.resize,
+        yuv_size=args.yuv_size, matrix=args.matrix,
+    )
+    result = fit_run(
+        spec, args.out, model=args.model, preset=args.preset, model_overrides=dict(args.set or []),
+        train_overrides=train, overwrite=args.overwrite, resume=args.resume, progress=not args.quiet,
+    )
+    _print(result.to_dict(), args.json, _summary(result))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from tnerv.runs import eval_run
+
+    result = eval_run(args.run_dir, frames_out=args.frames_out, batch_size=args.batch_size)
+    text = _summary(result) + (f"\nframes written to {args.frames_out}" if args.frames_out else "")
+    _print(result.to_dict(), args.json, text)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from tnerv.runs import VideoSpec, eval_run, fit_run
+    from tnerv.video import sample
+
+    out = Path(args.out or f"runs/demo-{time.strftime('%Y%m%d-%H%M%S')}")
+    spec = VideoSpec(path=str(sample("bikes")), count=args.frames, resize=(128, 256))
+    print(f"tnerv demo: fitting NeRV (preset nerv-s-cpu) to {args.frames} frames of the bikes sample at 128x256")
+    fit_run(spec, out, preset="nerv-s-cpu", train_overrides={"epochs": args.epochs}, progress=not args.quiet)
+    frames_out = out / "frames"
+    result = eval_run(out, frames_out=frames_out)
+    text = _summary(result) + f"\ndecoded frames: {frames_out}\nmetrics log: {out / 'metrics.jsonl'}"
+    _print(result.to_dict(), args.json, text)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the `tnerv` command."""
+    parser = argparse.ArgumentParser(prog="tnerv", description="Neural video representation and compression.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("info", help="frames, size, fps and codec of a video")
+    _add_video_args(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("models", help="every model and preset with parameter counts by component")
+    p.add_argument("--frames", type=int, help="count embeddings for this many frames")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("fit", help="fit a model to a video")
+    _add_video_args(p)
+    p.add_argument("--model", help="model name (see `tnerv models`)")
+    p.add_argument("--preset", help="a preset name (see `tnerv models`)")
+    p.add_argument("--out", required=True, help="run directory to write")
+    p.add_argument("--frames", type=int, help="number of frames to use (default: all)")
+    p.add_argument("--start", type=int, default=0, help="first frame (default 0)")
+    p.add_argument("--step", type=int, default=1, help="take every k-th frame")
+    p.add_argument("--resize", type=_hw, metavar="HxW", help="resize and centre-crop frames to HxW")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--loss", choices=["l2", "fusion"])
+    p.add_argument("--eval-every", type=int, help="epochs between evaluations and checkpoints")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, ...")
+    p.add_argument("--precision", choices=["fp32", "bf16"])
+    p.add_argument("--set", type=_assignment, action="append", metavar="KEY=VALUE", help="override a model config field")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    group.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_fit)
+
+    p = sub.add_parser("eval", help="evaluate a fitted run on its video")
+    p.add_argument("run_dir")
+    p.add_argument("--frames-out", help="also write the decoded frames as PNGs to this folder")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("demo", help="fit a small model to a bundled sample clip (about 3 minutes on 2 CPU cores)")
+    p.add_argument("--out", help="run directory (default: runs/demo-<time>)")
+    p.add_argument("--frames", type=int, default=32)
+    p.add_argument("--epochs", type=int, default=200)
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: runs one command; user errors print `tnerv: error: ...` and exit 2."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except TnervError as exc:
+        print(f"tnerv: error: {exc}", file=sys.stderr)
+    except OSError as exc:  # unwritable output, full disk, ...
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"tnerv: error: {exc.strerror or exc}{where}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("tnerv: interrupted (the last checkpoint is intact; continue with --resume)", file=sys.stderr)
+        return 130
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

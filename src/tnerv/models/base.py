@@ -1,0 +1,140 @@
+"""The contract every video INR in tnerv follows, so that training, codec and benchmarks never
+branch on model names."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from tnerv.errors import TnervError
+
+# The parts of a model. Transmitted components are what a decoder needs and count in its size.
+TRANSMITTED_COMPONENTS = ("decoder", "grids", "embeddings")
+ENCODER = "encoder"
+
+FrameSource = Callable[[Tensor], Tensor]
+"""Maps frame indices (B,) to frames (B, 3, H, W) float in [0, 1]; content-adaptive models need it."""
+
+
+@dataclass
+class ModelConfig:
+    """Fields every model has: the geometry of the video it represents."""
+
+    height: int = 720
+    width: int = 1280
+    num_frames: int = 600
+
+
+def config_from_dict(cls: type[ModelConfig], values: dict[str, Any], model: str = "") -> ModelConfig:
+    """Builds a config dataclass from plain data (TOML, JSON), rejecting unknown fields by name."""
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise TnervError(
+            f"unknown config field {unknown[0]!r} for model {model or cls.__name__} "
+            f"(known fields: {', '.join(sorted(known))})"
+        )
+    hints = typing.get_type_hints(cls)
+    return cls(**{k: _coerce(v, hints[k]) for k, v in values.items()})
+
+
+def _coerce(value: Any, hint: Any) -> Any:
+    """TOML and JSON give lists where configs hold tuples; convert so configs compare equal."""
+    if isinstance(value, list):
+        return tuple(_coerce(v, None) for v in value)
+    if isinstance(value, int) and not isinstance(value, bool) and hint is float:
+        return float(value)
+    if isinstance(hint, types.UnionType) and float in hint.__args__ and isinstance(value, int):
+        return float(value) if int not in hint.__args__ else value
+    return value
+
+
+def config_to_dict(config: ModelConfig) -> dict[str, Any]:
+    """Plain, JSON-serialisable data for a config (tuples become lists)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()}
+
+
+class VideoINR(nn.Module):
+    """Base class of every model: maps frame indices (and, for content-adaptive models, frames)
+    to reconstructed frames."""
+
+    name: ClassVar[str]
+    config_class: ClassVar[type[ModelConfig]] = ModelConfig
+    # Content-adaptive models (HNeRV, DNeRV, T-NeRV) read the frames through an encoder.
+    needs_frames: ClassVar[bool] = False
+    # Parameter-name prefixes of each component; anything unlisted belongs to the decoder.
+    component_prefixes: ClassVar[dict[str, tuple[str, ...]]] = {}
+    # The model's reference training recipe; fields of tnerv.train.TrainConfig.
+    train_defaults: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+
+    def normalized_time(self, frame_idx: Tensor) -> Tensor:
+        """Frame index to t = i / N, the convention of NeRV, HNeRV and FFNeRV, used by every model."""
+        return frame_idx.float() / self.config.num_frames
+
+    def forward(self, frame_idx: Tensor, frames: Tensor | None = None) -> dict[str, Tensor]:
+        """Returns at least {"output": (B, 3, H, W) in [0, 1]} for a batch of frame indices."""
+        raise NotImplementedError
+
+    def training_loss(
+        self, outputs: dict[str, Tensor], target: Tensor, loss_fn: Callable[[Tensor, Tensor], Tensor]
+    ) -> Tensor:
+        """The training objective; models with auxiliary outputs weight them in here."""
+        return loss_fn(outputs["output"], target)
+
+    def on_fit_start(self, frame_idx: Tensor, frames: FrameSource) -> None:
+        """Called once before the first epoch (models with state derived from the video use it)."""
+
+    def after_step(self, frame_idx: Tensor, outputs: dict[str, Tensor]) -> None:
+        """Called after each optimiser step (models with per-frame buffers update them here)."""
+
+    @torch.no_grad()
+    def reconstruct(
+        self, frame_idx: Tensor, frames: FrameSource | None, batch_size: int = 1
+    ) -> Iterator[tuple[Tensor, Tensor]]:
+        """Yields (indices, frames) for the given indices in batches; the evaluation forward pass."""
+        for start in range(0, len(frame_idx), batch_size):
+            idx = frame_idx[start : start + batch_size]
+            inputs = frames(idx) if self.needs_frames and frames is not None else None
+            yield idx, self(idx, inputs)["output"].clamp(0, 1)
+
+    def transmitted_state(self) -> dict[str, Tensor]:
+        """Everything a decoder needs (parameters and persistent buffers outside the encoder side).
+
+        Content-adaptive models override this to compute and include their frame embeddings."""
+        return {k: v for k, v in self.state_dict().items() if self.component_of(k) != ENCODER}
+
+    @classmethod
+    def from_transmitted(cls, config: ModelConfig, state: dict[str, Tensor]) -> VideoINR:
+        """A decoder rebuilt from its config and transmitted state alone; `reconstruct` needs no frames."""
+        model = cls(config)
+        model.load_state_dict(state)
+        return model.eval()
+
+    def component_of(self, param_name: str) -> str:
+        """Which component ("decoder", "grids", "embeddings" or "encoder") a parameter or buffer is part of.
+
+        "encoder" covers everything that is not transmitted (encoders, training-only buffers)."""
+        for component, prefixes in self.component_prefixes.items():
+            if param_name.startswith(prefixes):
+                return component
+        return "decoder"
+
+    def parameter_counts(self) -> dict[str, int]:
+        """Parameter counts by component, plus "transmitted" (the model size) and "total"."""
+        counts = {c: 0 for c in (*TRANSMITTED_COMPONENTS, ENCODER)}
+        for name, param in self.named_parameters():
+            counts[self.component_of(name)] += param.numel()
+        counts["transmitted"] = sum(counts[c] for c in TRANSMITTED_COMPONENTS)
+        counts["total"] = counts["transmitted"] + counts[ENCODER]
+        return counts

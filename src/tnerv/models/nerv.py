@@ -1,0 +1,64 @@
+"""NeRV (Chen et al., NeurIPS 2021): PE(t) -> MLP stem -> NeRV upsampling blocks -> 1x1 head."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import Tensor, nn
+
+from tnerv.models.base import ModelConfig, VideoINR
+from tnerv.models.layers import MLP, PositionalEncoding, UpsampleBlock, output_activation, reduced_widths
+from tnerv.models.registry import register_model
+from tnerv.models.sizing import resolve_strides
+
+
+@dataclass
+class NeRVConfig(ModelConfig):
+    """NeRV's architecture; the defaults are NeRV-L at 1280x720 (about 12.57M parameters)."""
+
+    pe_base: float = 1.25
+    pe_levels: int = 80
+    stem_dims: tuple[int, ...] = (512,)
+    channels: int = 112  # the stem's output channels at the latent resolution ("fc_dim")
+    strides: tuple[int, ...] | str = (5, 2, 2, 2, 2)  # or "auto": derived from the frame size
+    num_blocks: int = 5  # used when strides is "auto"
+    target_latent_height: int = 9  # used when strides is "auto"
+    reduction: float = 2.0
+    lower_width: int = 96
+    kernel_size: int = 3
+    activation: str = "gelu"
+    output_activation: str = "tanh"
+
+
+@register_model
+class NeRV(VideoINR):
+    """Frame index in, frame out: all of the video is in the weights."""
+
+    name = "nerv"
+    config_class = NeRVConfig
+    # NeRV's reference recipe: Adam (0.5, 0.999), lr 5e-4, 20% warm-up then cosine, L1+SSIM loss.
+    train_defaults = {"lr": 5e-4, "betas": (0.5, 0.999), "warmup": 0.2, "loss": "fusion", "batch_size": 1}
+
+    def __init__(self, config: NeRVConfig):
+        super().__init__(config)
+        self.strides, (self.latent_h, self.latent_w) = resolve_strides(
+            config.height, config.width, config.strides, config.num_blocks, config.target_latent_height
+        )
+        self.pe = PositionalEncoding(config.pe_base, config.pe_levels)
+        stem_out = config.channels * self.latent_h * self.latent_w
+        self.stem = MLP([self.pe.dim, *config.stem_dims, stem_out], config.activation)
+        widths = reduced_widths(config.channels, self.strides, config.reduction, config.lower_width)
+        c_in = [config.channels, *widths[:-1]]
+        self.blocks = nn.Sequential(
+            *(
+                UpsampleBlock(ci, co, s, config.kernel_size, config.activation)
+                for ci, co, s in zip(c_in, widths, self.strides)
+            )
+        )
+        self.head = nn.Conv2d(widths[-1], 3, 1)
+
+    def forward(self, frame_idx: Tensor, frames: Tensor | None = None) -> dict[str, Tensor]:
+        x = self.stem(self.pe(self.normalized_time(frame_idx)))
+        x = x.view(-1, self.config.channels, self.latent_h, self.latent_w)
+        x = self.head(self.blocks(x))
+        return {"output": output_activation(x, self.config.output_activation)}

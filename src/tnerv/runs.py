@@ -1,0 +1,203 @@
+"""Run directories: fit a model to a video into a folder, resume it, evaluate it later.
+
+A run directory holds run.json (what was fitted, and how), checkpoint.pt (the latest checkpoint),
+metrics.jsonl (one line per epoch) and result.json (the final quality, once finished)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import tnerv
+from tnerv.errors import TnervError
+from tnerv.metrics import QualityReport
+from tnerv.models import VideoINR, config_to_dict, create_model, load_preset, make_config, model_class
+from tnerv.train import CHECKPOINT, METRICS_LOG, TrainConfig, VideoFrames, evaluate, fit, pick_device, seed_everything
+from tnerv.video import read_video, resize_and_crop, to_uint8, write_frames
+
+RUN_FILE = "run.json"
+RESULT_FILE = "result.json"
+
+
+@dataclass
+class VideoSpec:
+    """Where a run's frames come from, so that `tnerv eval` can read the same frames again."""
+
+    path: str
+    start: int = 0
+    count: int | None = None
+    step: int = 1
+    resize: tuple[int, int] | None = None  # (height, width) after resize and centre crop
+    yuv_size: tuple[int, int] | None = None  # (width, height) of a raw .yuv file
+    matrix: str | None = None  # YUV -> RGB matrix; None = by resolution (see tnerv.video)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> VideoSpec:
+        """Reads the form stored in run.json."""
+        values = dict(values)
+        for key in ("resize", "yuv_size"):
+            if values.get(key) is not None:
+                values[key] = tuple(values[key])
+        return cls(**values)
+
+
+def load_frames(spec: VideoSpec) -> torch.Tensor:
+    """The selected (and resized) frames as a uint8 tensor (N, 3, H, W)."""
+    video = read_video(
+        spec.path, start=spec.start, count=spec.count, step=spec.step, size=spec.yuv_size, matrix=spec.matrix
+    )
+    frames = video.frames
+    if spec.resize is not None:
+        frames = resize_and_crop(frames, *spec.resize)
+    return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).contiguous()
+
+
+def write_json_atomic(data: Any, path: Path) -> None:
+    """Writes JSON to a temporary file and renames it over `path`."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=2)
+    os.replace(tmp, path)
+
+
+def _prepare_run_dir(out: Path, overwrite: bool, resume: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise TnervError(f"output {out} exists and is not a directory")
+    holds_run = (out / RUN_FILE).exists()
+    if resume and not holds_run:
+        raise TnervError(f"cannot resume: {out} holds no run ({RUN_FILE} is missing)")
+    if holds_run and not (overwrite or resume):
+        raise TnervError(f"{out} already holds a run; pass --resume to continue it or --overwrite to replace it")
+    if holds_run and overwrite:
+        for name in (RUN_FILE, RESULT_FILE, CHECKPOINT, METRICS_LOG):
+            (out / name).unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+@dataclass
+class RunResult:
+    """The outcome of a fit or an evaluation of a run directory."""
+
+    run_dir: str
+    model: str
+    parameters: dict[str, int]
+    report: QualityReport
+    epochs: int
+    train_seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for result.json and --json output."""
+        data = asdict(self)
+        data["psnr"], data["ms_ssim"] = self.report.psnr, self.report.ms_ssim
+        return data
+
+
+def fit_run(
+    video: VideoSpec,
+    out: str | Path,
+    model: str | None = None,
+    preset: str | None = None,
+    model_overrides: dict[str, Any] | None = None,
+    train_overrides: dict[str, Any] | None = None,
+    overwrite: bool = False,
+    resume: bool = False,
+    progress: bool = True,
+    on_epoch_end: Any = None,
+) -> RunResult:
+    """Fits a model (by name and/or preset) to a video into the run directory `out`."""
+    out = Path(out)
+    _prepare_run_dir(out, overwrite, resume)
+    if resume:
+        run = json.loads((out / RUN_FILE).read_text())
+        if model is not None and model != run["model"]:
+            raise TnervError(f"{out} holds a {run['model']} run, not {model}")
+        video = VideoSpec.from_dict(run["video"])
+        frames = load_frames(video)
+        net = create_model(run["model"], run["model_config"])
+        config = TrainConfig.from_dict(run["train_config"])
+    else:
+        loaded = load_preset(preset) if preset else None
+        if loaded and model and loaded.model != model:
+            raise TnervError(f"preset {preset!r} is for model {loaded.model!r}, not {model!r}")
+        name = model or (loaded.model if loaded else None)
+        if name is None:
+            raise TnervError("name a model (--model) or a preset (--preset)")
+        frames = load_frames(video)
+        n, _, h, w = frames.shape
+        base = dict(loaded.model_config) if loaded else {}
+        model_values = {**base, **(model_overrides or {}), "height": h, "width": w, "num_frames": n}
+        model_config = make_config(name, model_values)
+        train_values = {**model_class(name).train_defaults, **(loaded.train if loaded else {}), **(train_overrides or {})}
+        config = TrainConfig.from_dict(train_values)
+        seed_everything(config.seed)  # the initial weights depend on the seed too
+        net = create_model(name, model_config)
+        run = {
+            "tnerv_version": tnerv.__version__,
+            "model": name,
+            "preset": preset,
+            "model_config": config_to_dict(model_config),
+            "train_config": config.to_dict(),
+            "video": asdict(video),
+        }
+        write_json_atomic(run, out / RUN_FILE)
+    result = fit(net, frames, config, out, resume=resume, progress=progress, on_epoch_end=on_epoch_end)
+    outcome = RunResult(
+        run_dir=str(out),
+        model=run["model"],
+        parameters=net.parameter_counts(),
+        report=result.report,
+        epochs=result.epochs,
+        train_seconds=result.history[-1]["seconds"] if result.history else result.seconds,
+    )
+    write_json_atomic(outcome.to_dict(), out / RESULT_FILE)
+    return outcome
+
+
+def load_run(run_dir: str | Path, device: str = "auto") -> tuple[VideoINR, dict[str, Any], dict[str, Any]]:
+    """The fitted model of a run directory, its run.json and its checkpoint."""
+    run_dir = Path(run_dir)
+    if not (run_dir / RUN_FILE).exists():
+        raise TnervError(f"{run_dir} is not a run directory ({RUN_FILE} is missing)")
+    if not (run_dir / CHECKPOINT).exists():
+        raise TnervError(f"{run_dir} has no checkpoint yet ({CHECKPOINT} is missing)")
+    run = json.loads((run_dir / RUN_FILE).read_text())
+    net = create_model(run["model"], run["model_config"])
+    try:
+        state = torch.load(run_dir / CHECKPOINT, map_location="cpu", weights_only=False)
+        net.load_state_dict(state["model"])
+    except Exception as exc:  # a damaged file must not become a traceback
+        raise TnervError(f"cannot read the checkpoint in {run_dir}: {exc}") from exc
+    return net.to(pick_device(device)).eval(), run, state
+
+
+def eval_run(run_dir: str | Path, frames_out: str | Path | None = None, batch_size: int = 4) -> RunResult:
+    """Evaluates a run's checkpoint on its video; optionally writes the decoded frames as PNGs."""
+    net, run, state = load_run(run_dir)
+    device = next(net.parameters()).device
+    frames = VideoFrames(load_frames(VideoSpec.from_dict(run["video"])), device)
+    if frames.data.shape[0] != net.config.num_frames or tuple(frames.data.shape[2:]) != (
+        net.config.height,
+        net.config.width,
+    ):
+        raise TnervError(f"the video of {run_dir} no longer matches the run (frames or size changed)")
+    decoded: list[torch.Tensor] = []
+    keep = (lambda idx, out: decoded.append(out.cpu())) if frames_out is not None else None
+    report = evaluate(net, frames, batch_size, on_batch=keep)
+    if frames_out is not None:
+        write_frames(to_uint8(torch.cat(decoded)), frames_out)
+    return RunResult(
+        run_dir=str(run_dir),
+        model=run["model"],
+        parameters=net.parameter_counts(),
+        report=report,
+        epochs=state["epoch"],
+        train_seconds=state["history"][-1]["seconds"] if state["history"] else 0.0,
+    )
+

@@ -1,0 +1,105 @@
+"""The command line: results on good input, one clean error line on bad input."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tnerv.cli import main
+from tnerv.video import sample
+
+TINY_FIT = ["--preset", "nerv-s-cpu", "--frames", "4", "--resize", "32x64", "--epochs", "2", "--quiet",
+            "--set", "stem_dims=[32]", "--set", "channels=8"]
+
+
+def run_cli(capsys, *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code: int, err: str, pattern: str) -> None:
+    assert code == 2
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("tnerv: error: "), err
+    assert pattern in lines[0], lines[0]
+
+
+def test_info_reports_the_sample(capsys):
+    code, out, _ = run_cli(capsys, "info", str(sample("bikes")), "--json")
+    info = json.loads(out)
+    assert code == 0 and (info["num_frames"], info["width"], info["height"]) == (250, 640, 272)
+    assert info["codec"] == "h264"
+
+
+def test_models_json_lists_nerv_720p_at_12_5m(capsys):
+    code, out, _ = run_cli(capsys, "models", "--json")
+    rows = {r["preset"]: r for r in json.loads(out)}
+    assert code == 0
+    assert abs(rows["nerv-12.5m-720p"]["parameters"]["transmitted"] / 12.5e6 - 1) < 0.01
+
+
+def test_fit_then_eval(capsys, tmp_path):
+    out_dir = tmp_path / "run"
+    code, out, _ = run_cli(capsys, "fit", str(sample("bikes")), *TINY_FIT, "--out", str(out_dir), "--json")
+    fitted = json.loads(out)
+    assert code == 0 and fitted["epochs"] == 2
+    for name in ("run.json", "checkpoint.pt", "metrics.jsonl", "result.json"):
+        assert (out_dir / name).exists()
+    code, out, _ = run_cli(capsys, "eval", str(out_dir), "--frames-out", str(tmp_path / "frames"), "--json")
+    evaluated = json.loads(out)
+    assert code == 0 and evaluated["psnr"] == pytest.approx(fitted["psnr"], abs=1e-4)
+    assert len(list((tmp_path / "frames").glob("*.png"))) == 4
+
+
+def test_a_run_directory_is_never_silently_replaced(capsys, tmp_path):
+    out_dir = str(tmp_path / "run")
+    assert run_cli(capsys, "fit", str(sample("bikes")), *TINY_FIT, "--out", out_dir)[0] == 0
+    before = (tmp_path / "run" / "checkpoint.pt").read_bytes()
+    code, _, err = run_cli(capsys, "fit", str(sample("bikes")), *TINY_FIT, "--out", out_dir)
+    assert_one_line_error(code, err, "already holds a run")
+    assert (tmp_path / "run" / "checkpoint.pt").read_bytes() == before
+    assert run_cli(capsys, "fit", str(sample("bikes")), *TINY_FIT, "--out", out_dir, "--overwrite")[0] == 0
+    # A finished run resumed has nothing left to do and reports the same result.
+    assert run_cli(capsys, "fit", str(sample("bikes")), "--out", out_dir, "--resume", "--quiet")[0] == 0
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["info", "no-such-video.mp4"], "no such file"),
+        (["fit", "no-such-video.mp4", "--model", "nerv", "--out", "OUT"], "no such file"),
+        (["fit", "BIKES", "--model", "nerf", "--out", "OUT"], "unknown model 'nerf'"),
+        (["fit", "BIKES", "--preset", "nerv-1m", "--out", "OUT"], "unknown preset 'nerv-1m'"),
+        (["fit", "BIKES", "--preset", "nerv-12.5m-720p", "--frames", "2", "--out", "OUT"], "cannot be reached"),
+        (["fit", "BIKES", "--model", "nerv", "--start", "300", "--out", "OUT"], "250 frames"),
+        (["fit", "BIKES", "--model", "nerv", "--start", "240", "--frames", "20", "--out", "OUT"], "250 frames"),
+        (["fit", "BIKES", "--model", "nerv", "--frames", "0", "--out", "OUT"], "frame"),
+        (["fit", "BIKES", *TINY_FIT, "--set", "colour=3", "--out", "OUT"], "unknown config field 'colour'"),
+        (["eval", "OUT"], "not a run directory"),
+        (["fit", "NOTVIDEO", "--model", "nerv", "--out", "OUT"], "not a video"),
+        (["info", "EMPTYDIR"], "PNG"),
+        (["fit", "BIKES", "--model", "nerv", "--out", "OUT", "--resume"], "cannot resume"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(capsys, tmp_path, args, message):
+    (tmp_path / "not-a-video.mp4").write_text("hello, I am text")
+    (tmp_path / "empty").mkdir()
+    subst = {
+        "BIKES": str(sample("bikes")),
+        "OUT": str(tmp_path / "out"),
+        "NOTVIDEO": str(tmp_path / "not-a-video.mp4"),
+        "EMPTYDIR": str(tmp_path / "empty"),
+    }
+    code, _, err = run_cli(capsys, *[subst.get(a, a) for a in args])
+    assert_one_line_error(code, err, message)
+
+
+def test_the_installed_command_reports_errors_without_a_traceback(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "tnerv.cli", "info", str(tmp_path / "missing.mkv")], capture_output=True, text=True
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("tnerv: error:") and "Traceback" not in proc.stderr

@@ -1,0 +1,89 @@
+import json
+import math
+
+import pytest
+import torch
+
+from tnerv.errors import TnervError
+from tnerv.metrics import psnr
+from tnerv.models import create_model, load_preset
+from tnerv.train import CHECKPOINT, METRICS_LOG, TrainConfig, fit, lr_factor
+
+
+def tiny_nerv(frames: torch.Tensor, seed: int = 0):
+    torch.manual_seed(seed)
+    n, _, h, w = frames.shape
+    config = load_preset("nerv-s-cpu").config(height=h, width=w, num_frames=n, stem_dims=(64,), channels=16)
+    return create_model("nerv", config)
+
+
+def test_lr_schedule_warms_up_then_follows_a_cosine():
+    assert lr_factor(0, 100, 0.2, 0.1) == pytest.approx(0.1)
+    assert lr_factor(10, 100, 0.2, 0.1) == pytest.approx(0.55)
+    assert lr_factor(20, 100, 0.2, 0.1) == pytest.approx(1.0)
+    assert lr_factor(60, 100, 0.2, 0.1) == pytest.approx(0.5)
+    assert lr_factor(100, 100, 0.2, 0.1) == pytest.approx(0.0)
+    assert lr_factor(0, 100, 0.0, 0.1) == pytest.approx(1.0)
+
+
+def test_nerv_fits_bikes_far_better_than_the_mean_frame(bikes_32x128x256):
+    frames = bikes_32x128x256
+    n, _, h, w = frames.shape
+    torch.manual_seed(0)
+    model = create_model("nerv", load_preset("nerv-s-cpu").config(height=h, width=w, num_frames=n))
+    config = TrainConfig.from_dict({**load_preset("nerv-s-cpu").train, "epochs": 20, "eval_every": 20})
+    result = fit(model, frames, config, progress=False)
+    assert config.batch_size == 2 and result.epochs * math.ceil(n / 2) == 320  # a few hundred steps
+    target = frames.float() / 255
+    mean_frame_psnr = psnr(target.mean(0, keepdim=True).expand_as(target), target).mean().item()
+    assert result.report.psnr > mean_frame_psnr + 6, (result.report.psnr, mean_frame_psnr)
+    assert len(result.report.per_frame_psnr) == n
+    assert 0 < result.report.ms_ssim <= 1
+
+
+def test_interrupted_fit_resumes_to_the_same_result(tiny_clip, tmp_path):
+    config = TrainConfig(epochs=6, batch_size=2, lr=2e-3, eval_every=3, checkpoint_every=2, seed=3)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    straight = fit(tiny_nerv(tiny_clip), tiny_clip, config, tmp_path / "a", progress=False)
+
+    def crash(epoch: int) -> None:
+        if epoch == 3:  # after the epoch-2 checkpoint, before the next one
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(tiny_nerv(tiny_clip), tiny_clip, config, tmp_path / "b", progress=False, on_epoch_end=crash)
+    assert torch.load(tmp_path / "b" / CHECKPOINT, weights_only=False)["epoch"] == 2
+    # A differently initialised model: everything must come from the checkpoint.
+    resumed = fit(tiny_nerv(tiny_clip, seed=99), tiny_clip, config, tmp_path / "b", resume=True, progress=False)
+    assert resumed.report.psnr == straight.report.psnr
+    assert resumed.report.ms_ssim == straight.report.ms_ssim
+    log = [json.loads(line) for line in (tmp_path / "b" / METRICS_LOG).read_text().splitlines()]
+    assert [e["epoch"] for e in log] == [1, 2, 3, 4, 5, 6]
+    a = torch.load(tmp_path / "a" / CHECKPOINT, weights_only=False)["model"]
+    b = torch.load(tmp_path / "b" / CHECKPOINT, weights_only=False)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_failed_checkpoint_write_leaves_the_previous_one_intact(tiny_clip, tmp_path, monkeypatch):
+    config = TrainConfig(epochs=2, batch_size=4, checkpoint_every=1, eval_every=2)
+    fit(tiny_nerv(tiny_clip), tiny_clip, TrainConfig(epochs=1, batch_size=4), tmp_path, progress=False)
+    before = (tmp_path / CHECKPOINT).read_bytes()
+
+    def failing_save(obj, path):
+        with open(path, "wb") as f:
+            f.write(b"half a checkpoint")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", failing_save)
+    with pytest.raises(OSError):
+        fit(tiny_nerv(tiny_clip), tiny_clip, config, tmp_path, progress=False)
+    assert (tmp_path / CHECKPOINT).read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_bad_training_options_are_named():
+    with pytest.raises(TnervError, match="unknown training option 'epoch'"):
+        TrainConfig.from_dict({"epoch": 3})
+    with pytest.raises(TnervError, match="unknown loss"):
+        TrainConfig.from_dict({"loss": "l3"})
