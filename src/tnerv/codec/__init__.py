@@ -1,0 +1,1 @@
+"""Compression: quantisers, entropy models and coding, the .tnrv bitstream."""

@@ -1,0 +1,133 @@
+"""Entropy model, quantisers, range coding and the .tnrv container, on synthetic data."""
+
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from tnerv.codec.bitstream import BitstreamError, TensorSection, decode_file, encode_file
+from tnerv.codec.entropy import (
+    FactorizedDensity,
+    counts_from_symbols,
+    decode_symbols,
+    encode_symbols,
+    probabilities_to_counts,
+)
+from tnerv.codec.quantize import LearnedQuantizer, uniform_quantize
+
+
+def laplace_symbols(n: int = 20000, scale: float = 4.0, seed: int = 0) -> np.ndarray:
+    return np.round(np.random.default_rng(seed).laplace(0, scale, n)).astype(np.int64)
+
+
+def test_density_is_a_distribution_over_the_integers():
+    density = FactorizedDensity(init_scale=10)
+    q = torch.arange(-2000, 2001, dtype=torch.float32)
+    assert density.likelihood(q).sum().item() == pytest.approx(1.0, abs=1e-3)
+
+
+def test_density_learns_close_to_the_empirical_entropy():
+    torch.manual_seed(0)
+    symbols = laplace_symbols()
+    values, counts = np.unique(symbols, return_counts=True)
+    p = counts / counts.sum()
+    entropy_bits = -(counts * np.log2(p)).sum()
+    density = FactorizedDensity(init_scale=10)
+    optimizer = torch.optim.Adam(density.parameters(), lr=0.02)
+    q = torch.from_numpy(symbols).float()
+    for _ in range(400):
+        optimizer.zero_grad()
+        loss = density.bits(q) / len(q)
+        loss.backward()
+        optimizer.step()
+    assert density.bits(q).item() < entropy_bits * 1.02
+
+
+def test_counts_are_positive_and_sum_to_the_precision():
+    counts = probabilities_to_counts(np.array([0.5, 0.25, 1e-12, 0.25 - 1e-12]))
+    assert counts.sum() == 1 << 16 and counts.min() >= 1
+    assert counts[0] == pytest.approx(1 << 15, abs=2)
+    single = probabilities_to_counts(np.array([1.0]))
+    assert single.tolist() == [1 << 16]
+
+
+def test_range_coding_round_trips_at_the_table_entropy():
+    symbols = laplace_symbols(50000)
+    qmin, qmax = int(symbols.min()), int(symbols.max())
+    counts = counts_from_symbols(symbols, qmin, qmax)
+    payload = encode_symbols(symbols, qmin, counts)
+    assert np.array_equal(decode_symbols(payload, qmin, counts, symbols.size), symbols)
+    ideal_bits = -np.log2(counts[symbols - qmin] / counts.sum()).sum()
+    assert len(payload) * 8 == pytest.approx(ideal_bits, rel=0.01)
+    assert encode_symbols(np.zeros(0, dtype=np.int64), 0, counts) == b""
+
+
+def test_learned_quantizer_rounds_with_a_straight_through_gradient():
+    torch.manual_seed(0)
+    x = torch.randn(1000, requires_grad=True)
+    quantizer = LearnedQuantizer(x, init_bits=6)
+    x_hat, noisy = quantizer(x)
+    step = quantizer.step.item()
+    assert (x_hat - x).abs().max().item() <= step / 2 + 1e-5
+    assert (noisy - quantizer.scaled(x)).abs().max().item() <= 0.5
+    x_hat.sum().backward()
+    assert torch.allclose(x.grad, torch.ones_like(x))  # rounding passes the gradient straight through
+    assert quantizer.log_step.grad is not None
+    q = quantizer.quantize(x.detach())
+    assert torch.allclose(q.dequantize(), x_hat.detach(), atol=1e-5)
+
+
+def test_uniform_quantization_error_is_within_half_a_step():
+    x = torch.randn(500)
+    q = uniform_quantize(x, 8)
+    assert q.symbols.min() == 0 and q.symbols.max() == 255
+    assert (q.dequantize() - x).abs().max().item() <= q.step / 2 + 1e-6
+
+
+def sample_file() -> tuple[dict, list[TensorSection], bytes]:
+    sections = []
+    for seed in range(3):
+        symbols = laplace_symbols(3000, seed=seed)
+        qmin, qmax = int(symbols.min()), int(symbols.max())
+        counts = counts_from_symbols(symbols, qmin, qmax)
+        sections.append(TensorSection(0.01 * (seed + 1), 0.5, qmin, counts, encode_symbols(symbols, qmin, counts)))
+    header = {"model": "test", "tensors": [{"name": f"t{i}", "shape": [3000]} for i in range(3)]}
+    return header, sections, encode_file(header, sections)
+
+
+def test_bitstream_round_trip():
+    header, sections, data = sample_file()
+    got_header, got = decode_file(data)
+    assert got_header == header
+    for a, b in zip(sections, got):
+        assert (a.step, a.offset, a.qmin, a.payload) == (b.step, b.offset, b.qmin, b.payload)
+        assert np.array_equal(a.counts, b.counts)
+
+
+def test_every_truncation_is_rejected():
+    _, _, data = sample_file()
+    for cut in list(range(0, 64)) + list(range(64, len(data), 97)) + [len(data) - 1]:
+        with pytest.raises(BitstreamError, match="truncated|not a tnerv bitstream|malformed"):
+            decode_file(data[:cut])
+
+
+def test_every_bit_flip_is_rejected_and_names_its_section():
+    _, _, data = sample_file()
+    rng = random.Random(0)
+    positions = sorted(rng.sample(range(len(data)), 300))
+    for pos in positions:
+        flipped = bytearray(data)
+        flipped[pos] ^= 1 << rng.randrange(8)
+        with pytest.raises(BitstreamError) as error:
+            decode_file(bytes(flipped))
+        assert any(word in str(error.value) for word in ("section", "version", "bitstream", "bytes after"))
+
+
+def test_foreign_and_wrong_version_files():
+    with pytest.raises(BitstreamError, match="not a tnerv bitstream"):
+        decode_file(b"\x00\x00\x00\x1cftypisom" + bytes(100))
+    _, _, data = sample_file()
+    newer = data[:4] + (99).to_bytes(2, "little") + data[6:]
+    with pytest.raises(BitstreamError, match="version 99"):
+        decode_file(newer)
