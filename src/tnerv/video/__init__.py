@@ -1,0 +1,27 @@
+"""Video input/output, colour conversion, sample clips and frame transforms."""
+
+from tnerv.video.colour import MATRICES, check_matrix, default_matrix, rgb_to_yuv420, yuv420_to_rgb, yuv_to_rgb
+from tnerv.video.io import DEFAULT_FPS, Video, VideoInfo, probe, read_video, write_frames, write_mp4
+from tnerv.video.samples import SAMPLES, sample
+from tnerv.video.transforms import resize_and_crop, to_tensor, to_uint8
+
+__all__ = [
+    "DEFAULT_FPS",
+    "MATRICES",
+    "SAMPLES",
+    "Video",
+    "VideoInfo",
+    "check_matrix",
+    "default_matrix",
+    "probe",
+    "read_video",
+    "resize_and_crop",
+    "rgb_to_yuv420",
+    "sample",
+    "to_tensor",
+    "to_uint8",
+    "write_frames",
+    "write_mp4",
+    "yuv420_to_rgb",
+    "yuv_to_rgb",
+]

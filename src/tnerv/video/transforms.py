@@ -1,0 +1,65 @@
+"""Frame transforms between uint8 RGB arrays (N, H, W, 3) and float tensors (N, 3, H, W)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from tnerv.errors import TnervError
+
+# Frames per interpolation call: bounds the float32 working copy (a 1080p frame is ~25 MB).
+_RESIZE_BATCH = 8
+
+
+def _check_frames(frames: np.ndarray) -> None:
+    """Reject arrays that are not uint8 (N, H, W, 3)."""
+    if frames.ndim != 4 or frames.shape[3] != 3 or frames.dtype != np.uint8:
+        raise ValueError(f"expected uint8 frames (N, H, W, 3), got {frames.dtype} {frames.shape}")
+
+
+def _cover_size(h: int, w: int, height: int, width: int) -> tuple[int, int]:
+    """Return the smallest aspect-preserving size that covers (height, width)."""
+    scale = max(height / h, width / w)
+    # max() guards against rounding a covering side just below the target.
+    return max(height, round(h * scale)), max(width, round(w * scale))
+
+
+def resize_and_crop(frames: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Scale frames to cover (height, width) keeping aspect, then centre-crop; uint8 in and out.
+
+    Interpolation is bilinear on float values, with antialiasing when downscaling, and the
+    result is rounded back to uint8. Frames already at the target size are returned unchanged.
+    """
+    _check_frames(frames)
+    if height <= 0 or width <= 0:
+        raise TnervError(f"target size must be positive, got {width}x{height}")
+    n, h, w, _ = frames.shape
+    if (h, w) == (height, width):
+        return frames
+    sh, sw = _cover_size(h, w, height, width)
+    top, left = (sh - height) // 2, (sw - width) // 2
+    downscale = sh < h or sw < w
+    out = np.empty((n, height, width, 3), dtype=np.uint8)
+    for i in range(0, n, _RESIZE_BATCH):
+        x = torch.from_numpy(frames[i : i + _RESIZE_BATCH]).permute(0, 3, 1, 2).float()
+        if (sh, sw) != (h, w):
+            x = F.interpolate(x, size=(sh, sw), mode="bilinear", align_corners=False, antialias=downscale)
+        x = x[:, :, top : top + height, left : left + width]
+        out[i : i + _RESIZE_BATCH] = x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    return out
+
+
+def to_tensor(frames: np.ndarray) -> torch.Tensor:
+    """Convert uint8 frames (N, H, W, 3) to a float32 tensor (N, 3, H, W) in [0, 1]."""
+    _check_frames(frames)
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
+    return x.float().div_(255.0).contiguous()
+
+
+def to_uint8(tensor: torch.Tensor) -> np.ndarray:
+    """Convert a tensor (N, 3, H, W) in [0, 1] to uint8 frames (N, H, W, 3), clamped and rounded."""
+    if tensor.ndim != 4 or tensor.shape[1] != 3:
+        raise ValueError(f"expected a tensor (N, 3, H, W), got {tuple(tensor.shape)}")
+    x = tensor.detach().float().clamp(0.0, 1.0).mul(255.0).round().to(torch.uint8)
+    return x.permute(0, 2, 3, 1).contiguous().cpu().numpy()
