@@ -52,6 +52,8 @@ def test_fit_then_eval(capsys, tmp_path):
     evaluated = json.loads(out)
     assert code == 0 and evaluated["psnr"] == pytest.approx(fitted["psnr"], abs=1e-4)
     assert len(list((tmp_path / "frames").glob("*.png"))) == 4
+    code, _, err = run_cli(capsys, "eval", str(out_dir), "--frames-out", str(tmp_path / "frames"))
+    assert_one_line_error(code, err, "is not empty")
 
 
 def test_a_run_directory_is_never_silently_replaced(capsys, tmp_path):

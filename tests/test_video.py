@@ -288,6 +288,8 @@ def test_raw_yuv_errors(tmp_path: Path):
         probe(path)
     with pytest.raises(TnervError, match="not a whole number of 10x6 I420 frames"):
         probe(path, size=(10, 6))
+    named = write_i420(tmp_path / "Beauty_8x6_120fps_420_8bit_YUV.yuv", 8, 6, ys=[20, 60, 100])
+    assert (probe(named).width, probe(named).height, probe(named).num_frames) == (8, 6, 3)
     empty = tmp_path / "empty.yuv"
     empty.write_bytes(b"")
     with pytest.raises(TnervError, match="has no frames"):

@@ -142,6 +142,9 @@ def cmd_fit(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from tnerv.runs import eval_run
 
+    frames_out = Path(args.frames_out) if args.frames_out else None
+    if frames_out and frames_out.exists() and any(frames_out.iterdir()) and not args.overwrite:
+        raise TnervError(f"{frames_out} is not empty; pass --overwrite to write frames into it")
     result = eval_run(args.run_dir, frames_out=args.frames_out, batch_size=args.batch_size)
     text = _summary(result) + (f"\nframes written to {args.frames_out}" if args.frames_out else "")
     _print(result.to_dict(), args.json, text)
@@ -206,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="evaluate a fitted run on its video")
     p.add_argument("run_dir")
     p.add_argument("--frames-out", help="also write the decoded frames as PNGs to this folder")
+    p.add_argument("--overwrite", action="store_true", help="allow --frames-out to be a folder that holds files")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_eval)

@@ -170,10 +170,18 @@ def raw_frame_bytes(width: int, height: int) -> int:
     return width * height + 2 * ((width + 1) // 2) * ((height + 1) // 2)
 
 
+def size_from_name(path: Path) -> tuple[int, int] | None:
+    """(width, height) from a name such as Beauty_1920x1080_120fps_420_8bit_YUV.yuv, or None."""
+    match = re.search(r"(?<![0-9])(\d{1,5})x(\d{1,5})(?![0-9])", path.name)
+    return (int(match[1]), int(match[2])) if match else None
+
+
 def _check_size(size: tuple[int, int] | None, path: Path) -> tuple[int, int]:
-    """Validate a (width, height) pair given for a raw file."""
+    """Validate a (width, height) pair given for a raw file; UVG-style names supply it too."""
     if size is None:
-        raise TnervError(f"{path} is raw YUV: its size (width, height) must be given")
+        size = size_from_name(path)
+    if size is None:
+        raise TnervError(f"{path} is raw YUV: give its frame size (--yuv-size WxH), or name it like clip_1920x1080.yuv")
     try:
         width, height = (int(v) for v in size)
     except (TypeError, ValueError):
