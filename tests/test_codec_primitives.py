@@ -14,7 +14,7 @@ from tnerv.codec.entropy import (
     encode_symbols,
     probabilities_to_counts,
 )
-from tnerv.codec.quantize import LearnedQuantizer, uniform_quantize
+from tnerv.codec.quantize import LearnedQuantizer, as_float32, uniform_quantize
 
 
 def laplace_symbols(n: int = 20000, scale: float = 4.0, seed: int = 0) -> np.ndarray:
@@ -91,7 +91,8 @@ def sample_file() -> tuple[dict, list[TensorSection], bytes]:
         symbols = laplace_symbols(3000, seed=seed)
         qmin, qmax = int(symbols.min()), int(symbols.max())
         counts = counts_from_symbols(symbols, qmin, qmax)
-        sections.append(TensorSection(0.01 * (seed + 1), 0.5, qmin, counts, encode_symbols(symbols, qmin, counts)))
+        step = as_float32(0.01 * (seed + 1))
+        sections.append(TensorSection(step, 0.5, qmin, counts, encode_symbols(symbols, qmin, counts)))
     header = {"model": "test", "tensors": [{"name": f"t{i}", "shape": [3000]} for i in range(3)]}
     return header, sections, encode_file(header, sections)
 

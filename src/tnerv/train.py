@@ -218,9 +218,11 @@ def fit(
     if num_frames != model.config.num_frames:
         raise TnervError(f"the model was built for {model.config.num_frames} frames, the video has {num_frames}")
 
-    optimizer = torch.optim.Adam(
-        model.parameters(), lr=config.lr, betas=config.betas, weight_decay=config.weight_decay
-    )
+    groups = [
+        {**{k: v for k, v in g.items() if k != "lr_scale"}, "lr": config.lr * g.get("lr_scale", 1.0)}
+        for g in model.optimizer_groups()
+    ]
+    optimizer = torch.optim.Adam(groups, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
     steps_per_epoch = math.ceil(num_frames / config.batch_size)
     total_steps = config.epochs * steps_per_epoch
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -271,6 +273,7 @@ def fit(
     report = None
     try:
         for epoch in range(start_epoch, config.epochs):
+            model.on_epoch_start(epoch, config.epochs)
             # The order depends only on (seed, epoch), so a resumed run sees the same batches.
             order = torch.randperm(num_frames, generator=torch.Generator().manual_seed(config.seed * 100003 + epoch))
             epoch_loss = 0.0

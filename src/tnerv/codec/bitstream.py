@@ -22,7 +22,8 @@ HEADER, TENSOR = 1, 2
 _PREAMBLE = struct.Struct("<4sHI")  # magic, version, number of sections
 _SECTION = struct.Struct("<BI")  # kind, body length
 _CRC = struct.Struct("<I")
-_TENSOR_FIXED = struct.Struct("<ddiI")  # step, offset, qmin, number of table entries
+SECTION_OVERHEAD = _SECTION.size + _CRC.size  # bytes a section adds around its body
+_TENSOR_FIXED = struct.Struct("<ffiI")  # step, offset (float32), qmin, number of table entries
 
 
 class BitstreamError(TnervError):

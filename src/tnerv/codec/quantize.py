@@ -12,8 +12,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor, nn
+
+
+def as_float32(value: float) -> float:
+    """The nearest float32 value: steps and offsets are stored as float32, so both sides use these."""
+    return float(np.float32(value))
 
 
 @dataclass
@@ -21,8 +27,8 @@ class QuantizedTensor:
     """Integer symbols with the step and offset that dequantise them: x = q * step - offset."""
 
     symbols: Tensor  # int64, the tensor's shape
-    step: float
-    offset: float
+    step: float  # float32-representable
+    offset: float  # float32-representable
 
     def dequantize(self) -> Tensor:
         """The float tensor the decoder reconstructs."""
@@ -34,10 +40,17 @@ class LearnedQuantizer(nn.Module):
 
     def __init__(self, tensor: Tensor, init_bits: int = 8):
         super().__init__()
-        # Start at a uniform n-bit grid over the tensor's range: close to what training keeps.
-        span = (tensor.detach().max() - tensor.detach().min()).clamp_min(1e-8).item()
-        self.log_step = nn.Parameter(torch.tensor(math.log(span / (2**init_bits - 1))))
+        self.init_bits = init_bits
+        self.log_step = nn.Parameter(torch.zeros(()))
         self.offset = nn.Parameter(torch.zeros(()))
+        self.reset(tensor)
+
+    @torch.no_grad()
+    def reset(self, tensor: Tensor) -> None:
+        """Starts at a uniform n-bit grid over the tensor's range: close to what training keeps."""
+        span = (tensor.detach().max() - tensor.detach().min()).clamp_min(1e-8).item()
+        self.log_step.fill_(math.log(span / (2**self.init_bits - 1)))
+        self.offset.zero_()
 
     @property
     def step(self) -> Tensor:
@@ -58,7 +71,7 @@ class LearnedQuantizer(nn.Module):
     @torch.no_grad()
     def quantize(self, x: Tensor) -> QuantizedTensor:
         """The integer symbols that are entropy-coded, with the float step and offset to store."""
-        step, offset = float(self.step), float(self.offset)
+        step, offset = as_float32(self.step.item()), as_float32(self.offset.item())
         # Rounded with the float32 values that the file stores, so the decoder matches exactly.
         symbols = torch.round((x.float() + offset) / step).long()
         return QuantizedTensor(symbols, step, offset)
@@ -67,7 +80,7 @@ class LearnedQuantizer(nn.Module):
 def uniform_quantize(x: Tensor, bits: int) -> QuantizedTensor:
     """Post-training quantisation to 2^bits levels spanning the tensor's range (NeRV/HNeRV style)."""
     x = x.detach().float()
-    low, high = x.min().item(), x.max().item()
-    step = max(high - low, 1e-8) / (2**bits - 1)
-    symbols = torch.round((x - low) / step).long()
+    low, high = as_float32(x.min().item()), x.max().item()
+    step = as_float32(max(high - low, 1e-8) / (2**bits - 1))
+    symbols = torch.round((x - low) / step).long().clamp(0, 2**bits - 1)
     return QuantizedTensor(symbols, step, -low)

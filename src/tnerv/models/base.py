@@ -73,6 +73,9 @@ class VideoINR(nn.Module):
     component_prefixes: ClassVar[dict[str, tuple[str, ...]]] = {}
     # The model's reference training recipe; fields of tnerv.train.TrainConfig.
     train_defaults: ClassVar[dict[str, Any]] = {}
+    # Transmitted tensors that the model computes rather than learns directly (e.g. frame embeddings
+    # from an encoder); they pass through `latent()` so that compression can quantise them.
+    latent_names: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -98,6 +101,19 @@ class VideoINR(nn.Module):
     def after_step(self, frame_idx: Tensor, outputs: dict[str, Tensor]) -> None:
         """Called after each optimiser step (models with per-frame buffers update them here)."""
 
+    def on_epoch_start(self, epoch: int, epochs: int) -> None:
+        """Called before each epoch (0-based) of `epochs` (schedules that follow progress use it)."""
+
+    def optimizer_groups(self) -> list[dict[str, Any]]:
+        """Parameter groups for the optimiser; an "lr_scale" entry multiplies the group's rate."""
+        return [{"params": [p for p in self.parameters() if p.requires_grad]}]
+
+    def latent(self, name: str, value: Tensor) -> Tensor:
+        """Passes a computed transmitted tensor (one of `latent_names`) through the compression hook
+        that entropy-constrained training installs; the identity otherwise."""
+        hook = self.__dict__.get("latent_hook")
+        return value if hook is None else hook(name, value)
+
     @torch.no_grad()
     def reconstruct(
         self, frame_idx: Tensor, frames: FrameSource | None, batch_size: int = 1
@@ -120,6 +136,12 @@ class VideoINR(nn.Module):
         model = cls(config)
         model.load_state_dict(state)
         return model.eval()
+
+    @classmethod
+    def scale_widths(cls, config: ModelConfig, factor: float) -> ModelConfig:
+        """The config with its size knob turned by `factor` (1 = unchanged; larger = more parameters),
+        keeping its split between components: the hook `tnerv.models.sizing.solve_for_budget` bisects on."""
+        raise NotImplementedError(f"{cls.__name__} does not define scale_widths")
 
     def component_of(self, param_name: str) -> str:
         """Which component ("decoder", "grids", "embeddings" or "encoder") a parameter or buffer is part of.
