@@ -114,28 +114,105 @@ def _summary(result: Any) -> str:
     )
 
 
-def cmd_fit(args: argparse.Namespace) -> int:
-    from tnerv.runs import VideoSpec, fit_run
+def _video_spec(args: argparse.Namespace) -> Any:
+    from tnerv.runs import VideoSpec
 
-    if args.model is None and args.preset is None and not args.resume:
-        raise TnervError("name a model (--model) or a preset (--preset)")
     if args.frames is not None and args.frames < 1:
         raise TnervError(f"--frames must be at least 1 (got {args.frames}): there would be no frame to fit")
+    return VideoSpec(
+        path=args.video, start=args.start, count=args.frames, step=args.step, resize=args.resize,
+        yuv_size=args.yuv_size, matrix=args.matrix,
+    )
+
+
+def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
     train = {k: v for k, v in {
         "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "eval_every": args.eval_every,
         "seed": args.seed, "device": args.device, "precision": args.precision, "loss": args.loss,
     }.items() if v is not None}
     if "eval_every" in train:
         train.setdefault("checkpoint_every", train["eval_every"])
-    spec = VideoSpec(
-        path=args.video, start=args.start, count=args.frames, step=args.step, resize=args.resize,
-        yuv_size=args.yuv_size, matrix=args.matrix,
-    )
+    return train
+
+
+def _check_model_named(args: argparse.Namespace) -> None:
+    if args.model is None and args.preset is None and not args.resume:
+        raise TnervError("name a model (--model) or a preset (--preset)")
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    from tnerv.runs import fit_run
+
+    _check_model_named(args)
     result = fit_run(
-        spec, args.out, model=args.model, preset=args.preset, model_overrides=dict(args.set or []),
-        train_overrides=train, overwrite=args.overwrite, resume=args.resume, progress=not args.quiet,
+        _video_spec(args), args.out, model=args.model, preset=args.preset, model_overrides=dict(args.set or []),
+        train_overrides=_train_overrides(args), overwrite=args.overwrite, resume=args.resume,
+        progress=not args.quiet,
     )
     _print(result.to_dict(), args.json, _summary(result))
+    return 0
+
+
+def _encode_summary(r: Any) -> str:
+    parts = ", ".join(f"{k} {100 * v / r.num_bytes:.1f}%" for k, v in r.bytes_by_component.items() if v)
+    estimate = (
+        f" (learned-density estimate of the payload: {r.estimated_payload_bytes:,.0f} bytes; coded: {r.payload_bytes:,})"
+        if r.estimated_payload_bytes is not None else ""
+    )
+    return (
+        f"{r.path}: {r.num_bytes:,} bytes, {r.bpp:.4f} bpp ({r.num_frames} frames of {r.width}x{r.height}){estimate}\n"
+        f"decoded: PSNR {r.psnr:.2f} dB, MS-SSIM {r.ms_ssim:.4f} [{r.ms_ssim_variant}]\n"
+        f"bytes: {parts}\n"
+        f"{r.model} ({r.method}), {_format_count(r.parameters['transmitted'])} parameters, "
+        f"encoded in {r.encode_seconds / 60:.1f} min; run directory: {r.run_dir}"
+    )
+
+
+def cmd_encode(args: argparse.Namespace) -> int:
+    from tnerv.compress import encode_video
+
+    _check_model_named(args)
+    result = encode_video(
+        _video_spec(args), args.output, model=args.model, preset=args.preset, lam=args.lam,
+        lambda_start=args.lambda_start, model_overrides=dict(args.set or []),
+        train_overrides=_train_overrides(args), run_dir=args.run_dir, overwrite=args.overwrite,
+        resume=args.resume, progress=not args.quiet,
+    )
+    _print(result.to_dict(), args.json, _encode_summary(result))
+    return 0
+
+
+def cmd_decode(args: argparse.Namespace) -> int:
+    from tnerv.compress import decode_file
+
+    result = decode_file(args.file, args.output, args.frames, overwrite=args.overwrite, batch_size=args.batch_size)
+    text = (
+        f"decoded frames {result.first_frame}:{result.first_frame + result.num_frames} to {result.output} "
+        f"in {result.seconds:.2f} s ({result.fps:.1f} frames per second)"
+    )
+    _print(result.to_dict(), args.json, text)
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from tnerv.compress import inspect_file, plot_byte_allocation
+
+    info = inspect_file(args.file)
+    if args.plot:
+        if Path(args.plot).exists() and not args.overwrite:
+            raise TnervError(f"{args.plot} exists; pass --overwrite to replace it")
+        info["plot"] = str(plot_byte_allocation(info, args.plot))
+    v = info["video"]
+    lines = [
+        f"{info['path']}: {info['bytes']:,} bytes, {info['bpp']:.4f} bpp",
+        f"  model {info['model']} ({info['method']}), tnerv {info['tnerv_version']}",
+        f"  video {v['num_frames']} frames of {v['width']}x{v['height']} at {v['fps']:g} fps, {v['colour']}",
+        "  bytes by component:",
+        *(f"    {k:<11} {b:>10,}  {100 * b / info['bytes']:5.1f}%" for k, b in info["bytes_by_component"].items()),
+    ]
+    if args.plot:
+        lines.append(f"  byte-allocation plot: {info['plot']}")
+    _print(info, args.json, "\n".join(lines))
     return 0
 
 
@@ -166,6 +243,29 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_training_args(p: argparse.ArgumentParser, overwrite_help: str, resume_help: str) -> None:
+    p.add_argument("--model", help="model name (see `tnerv models`)")
+    p.add_argument("--preset", help="a preset name (see `tnerv models`)")
+    p.add_argument("--frames", type=int, help="number of frames to use (default: all)")
+    p.add_argument("--start", type=int, default=0, help="first frame (default 0)")
+    p.add_argument("--step", type=int, default=1, help="take every k-th frame")
+    p.add_argument("--resize", type=_hw, metavar="HxW", help="resize and centre-crop frames to HxW")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--loss", choices=["l2", "fusion"])
+    p.add_argument("--eval-every", type=int, help="epochs between evaluations and checkpoints")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, ...")
+    p.add_argument("--precision", choices=["fp32", "bf16"])
+    p.add_argument("--set", type=_assignment, action="append", metavar="KEY=VALUE", help="override a model config field")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--overwrite", action="store_true", help=overwrite_help)
+    group.add_argument("--resume", action="store_true", help=resume_help)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `tnerv` command."""
     parser = argparse.ArgumentParser(prog="tnerv", description="Neural video representation and compression.")
@@ -183,28 +283,34 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("fit", help="fit a model to a video")
     _add_video_args(p)
-    p.add_argument("--model", help="model name (see `tnerv models`)")
-    p.add_argument("--preset", help="a preset name (see `tnerv models`)")
     p.add_argument("--out", required=True, help="run directory to write")
-    p.add_argument("--frames", type=int, help="number of frames to use (default: all)")
-    p.add_argument("--start", type=int, default=0, help="first frame (default 0)")
-    p.add_argument("--step", type=int, default=1, help="take every k-th frame")
-    p.add_argument("--resize", type=_hw, metavar="HxW", help="resize and centre-crop frames to HxW")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--loss", choices=["l2", "fusion"])
-    p.add_argument("--eval-every", type=int, help="epochs between evaluations and checkpoints")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, ...")
-    p.add_argument("--precision", choices=["fp32", "bf16"])
-    p.add_argument("--set", type=_assignment, action="append", metavar="KEY=VALUE", help="override a model config field")
-    group = p.add_mutually_exclusive_group()
-    group.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
-    group.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--json", action="store_true")
+    _add_training_args(p, "replace a run already in --out", "continue the interrupted run in --out")
     p.set_defaults(func=cmd_fit)
+
+    p = sub.add_parser("encode", help="compress a video into a .tnrv file")
+    _add_video_args(p)
+    p.add_argument("-o", "--output", required=True, help="the .tnrv file to write")
+    p.add_argument("--lambda", dest="lam", type=float, help="rate weight of entropy-constrained models (larger = smaller file)")
+    p.add_argument("--lambda-start", type=float, default=0.8, help="fraction of epochs trained with lambda = 0 (default 0.8)")
+    p.add_argument("--run-dir", help="where training checkpoints go (default: OUTPUT.run)")
+    _add_training_args(p, "replace an existing output and its run directory", "continue an interrupted encode")
+    p.set_defaults(func=cmd_encode)
+
+    p = sub.add_parser("decode", help="decode a .tnrv file to an mp4 or a folder of PNGs")
+    p.add_argument("file")
+    p.add_argument("-o", "--output", required=True, help="an .mp4 file, or a folder for PNG frames")
+    p.add_argument("--frames", metavar="A:B", help="decode frames A to B-1 only")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_decode)
+
+    p = sub.add_parser("inspect", help="header and bytes per component of a .tnrv file")
+    p.add_argument("file")
+    p.add_argument("--plot", metavar="PNG", help="also draw the byte allocation to this PNG file")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing plot")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("eval", help="evaluate a fitted run on its video")
     p.add_argument("run_dir")

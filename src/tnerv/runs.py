@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 import tnerv
+from tnerv.codec.constrained import ENTROPY_CONSTRAINED, EntropyConstrained
 from tnerv.errors import TnervError
 from tnerv.metrics import QualityReport
 from tnerv.models import VideoINR, config_to_dict, create_model, load_preset, make_config, model_class
@@ -99,6 +100,17 @@ class RunResult:
         return data
 
 
+def build_model(run: dict[str, Any]) -> VideoINR:
+    """The model a run.json describes, wrapped for entropy-constrained training if the run asks."""
+    net = create_model(run["model"], run["model_config"])
+    compression = run.get("compression") or {}
+    if compression.get("method") == ENTROPY_CONSTRAINED:
+        net = EntropyConstrained(
+            net, compression["lambda"], compression["lambda_start"], compression["init_bits"]
+        )
+    return net
+
+
 def fit_run(
     video: VideoSpec,
     out: str | Path,
@@ -110,18 +122,21 @@ def fit_run(
     resume: bool = False,
     progress: bool = True,
     on_epoch_end: Any = None,
+    compression: dict[str, Any] | None = None,
 ) -> RunResult:
-    """Fits a model (by name and/or preset) to a video into the run directory `out`."""
+    """Fits a model (by name and/or preset) to a video into the run directory `out`; `compression`
+    ({"method": "entropy-constrained", "lambda": ..., "lambda_start": ..., "init_bits": ...}) adds
+    the rate term."""
     out = Path(out)
     _prepare_run_dir(out, overwrite, resume)
     if resume:
-        run = json.loads((out / RUN_FILE).read_text())
+        run = read_run(out)
         if model is not None and model != run["model"]:
             raise TnervError(f"{out} holds a {run['model']} run, not {model}")
         video = VideoSpec.from_dict(run["video"])
         frames = load_frames(video)
-        net = create_model(run["model"], run["model_config"])
         config = TrainConfig.from_dict(run["train_config"])
+        net = build_model(run)
     else:
         loaded = load_preset(preset) if preset else None
         if loaded and model and loaded.model != model:
@@ -136,8 +151,6 @@ def fit_run(
         model_config = make_config(name, model_values)
         train_values = {**model_class(name).train_defaults, **(loaded.train if loaded else {}), **(train_overrides or {})}
         config = TrainConfig.from_dict(train_values)
-        seed_everything(config.seed)  # the initial weights depend on the seed too
-        net = create_model(name, model_config)
         run = {
             "tnerv_version": tnerv.__version__,
             "model": name,
@@ -145,7 +158,10 @@ def fit_run(
             "model_config": config_to_dict(model_config),
             "train_config": config.to_dict(),
             "video": asdict(video),
+            "compression": compression,
         }
+        seed_everything(config.seed)  # the initial weights depend on the seed too
+        net = build_model(run)  # before run.json is written: a config that cannot build leaves nothing
         write_json_atomic(run, out / RUN_FILE)
     result = fit(net, frames, config, out, resume=resume, progress=progress, on_epoch_end=on_epoch_end)
     outcome = RunResult(
@@ -160,15 +176,21 @@ def fit_run(
     return outcome
 
 
+def read_run(run_dir: str | Path) -> dict[str, Any]:
+    """The run.json of a run directory."""
+    path = Path(run_dir) / RUN_FILE
+    if not path.exists():
+        raise TnervError(f"{run_dir} is not a run directory ({RUN_FILE} is missing)")
+    return json.loads(path.read_text())
+
+
 def load_run(run_dir: str | Path, device: str = "auto") -> tuple[VideoINR, dict[str, Any], dict[str, Any]]:
     """The fitted model of a run directory, its run.json and its checkpoint."""
     run_dir = Path(run_dir)
-    if not (run_dir / RUN_FILE).exists():
-        raise TnervError(f"{run_dir} is not a run directory ({RUN_FILE} is missing)")
+    run = read_run(run_dir)
     if not (run_dir / CHECKPOINT).exists():
         raise TnervError(f"{run_dir} has no checkpoint yet ({CHECKPOINT} is missing)")
-    run = json.loads((run_dir / RUN_FILE).read_text())
-    net = create_model(run["model"], run["model_config"])
+    net = build_model(run)
     try:
         state = torch.load(run_dir / CHECKPOINT, map_location="cpu", weights_only=False)
         net.load_state_dict(state["model"])

@@ -23,6 +23,10 @@ from tnerv.errors import TnervError
 from tnerv.models.base import ENCODER, FrameSource, VideoINR
 
 
+ENTROPY_CONSTRAINED = "entropy-constrained"
+POST_TRAINING = "post-training"
+
+
 def _key(name: str) -> str:
     return name.replace(".", "__")  # module dictionaries do not take dots
 
@@ -30,7 +34,7 @@ def _key(name: str) -> str:
 class EntropyConstrained(VideoINR):
     """A model trained with a rate term: loss = D + lambda * bpp (lambda = 0 before `lambda_start`)."""
 
-    name = "entropy-constrained"
+    name = ENTROPY_CONSTRAINED
 
     def __init__(
         self,
@@ -60,6 +64,10 @@ class EntropyConstrained(VideoINR):
             self.densities[_key(name)] = FactorizedDensity(init_scale=2**init_bits / 8)
         self._latent_bits: list[Tensor] = []
         self._fit_terms: list[Tensor] = []
+
+    def parameter_counts(self) -> dict[str, int]:
+        """The wrapped model's counts: quantisers and densities are side information, not parameters."""
+        return self.model.parameter_counts()
 
     # --- training ---------------------------------------------------------------------------------
 

@@ -36,6 +36,7 @@ class FileSummary:
     num_bytes: int
     bytes_by_component: dict[str, int]
     bytes_by_tensor: dict[str, int] = field(default_factory=dict)
+    payload_bytes: int = 0  # the range-coded symbols alone (no tables, no framing)
 
 
 def write_model_file(
@@ -71,7 +72,7 @@ def write_model_file(
     for entry in entries:
         by_component[entry["component"]] += by_tensor[entry["name"]]
     by_component["other"] += size - sum(by_tensor.values())  # preamble and header
-    return FileSummary(str(path), size, by_component, by_tensor)
+    return FileSummary(str(path), size, by_component, by_tensor, sum(len(s.payload) for s in sections))
 
 
 def read_model_file(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:

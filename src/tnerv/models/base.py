@@ -76,6 +76,10 @@ class VideoINR(nn.Module):
     # Transmitted tensors that the model computes rather than learns directly (e.g. frame embeddings
     # from an encoder); they pass through `latent()` so that compression can quantise them.
     latent_names: ClassVar[tuple[str, ...]] = ()
+    # How `tnerv encode` compresses the model: "post-training" (n-bit quantisation per component, then
+    # entropy coding) or "entropy-constrained" (learned quantisers and densities, rate in the loss).
+    compression: ClassVar[str] = "post-training"
+    post_training_bits: ClassVar[dict[str, int]] = {"decoder": 8, "grids": 8, "embeddings": 8}
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -123,6 +127,9 @@ class VideoINR(nn.Module):
             idx = frame_idx[start : start + batch_size]
             inputs = frames(idx) if self.needs_frames and frames is not None else None
             yield idx, self(idx, inputs)["output"].clamp(0, 1)
+
+    def prepare_export(self, frames: FrameSource) -> None:
+        """Called before `transmitted_state` is exported (content-adaptive models encode their frames)."""
 
     def transmitted_state(self) -> dict[str, Tensor]:
         """Everything a decoder needs (parameters and persistent buffers outside the encoder side).

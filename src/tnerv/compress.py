@@ -1,0 +1,282 @@
+"""Video compression end to end: fit a model into a run directory, write its transmitted state as
+a .tnrv file, decode any frame range from that file alone, and inspect where the bytes went."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tnerv.codec.bitstream import read_file
+from tnerv.codec.constrained import ENTROPY_CONSTRAINED, POST_TRAINING, EntropyConstrained
+from tnerv.codec.container import SECTION_OVERHEAD, decoder_from_file, histogram_table, write_model_file
+from tnerv.codec.quantize import uniform_quantize
+from tnerv.errors import TnervError
+from tnerv.metrics import QualityReport, bits_per_pixel
+from tnerv.models import config_to_dict, load_preset, model_class
+from tnerv.runs import VideoSpec, fit_run, load_frames, load_run, read_run
+from tnerv.train import VideoFrames, evaluate
+from tnerv.video import default_matrix, probe, to_uint8, write_frames, write_mp4
+
+
+@dataclass
+class EncodeResult:
+    """What `encode_video` produced: the file, its rate, and the quality of its decoded frames."""
+
+    path: str
+    run_dir: str
+    model: str
+    method: str
+    num_frames: int
+    height: int
+    width: int
+    num_bytes: int
+    bpp: float
+    psnr: float
+    ms_ssim: float
+    ms_ssim_variant: str
+    bytes_by_component: dict[str, int]
+    payload_bytes: int  # the range-coded symbols alone, without frequency tables and framing
+    estimated_payload_bytes: float | None  # the learned densities' estimate (entropy-constrained)
+    parameters: dict[str, int]
+    encode_seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for --json output."""
+        return asdict(self)
+
+
+def compression_settings(model: str, lam: float | None, lambda_start: float, init_bits: int) -> dict[str, Any]:
+    """The run's compression record: entropy-constrained for models trained that way, else post-training."""
+    cls = model_class(model)
+    if cls.compression == ENTROPY_CONSTRAINED:
+        if lam is None:
+            raise TnervError(f"{model} is trained with a rate term: give --lambda (e.g. 0.01, 0.1, 0.5, 1.0)")
+        if lam < 0:
+            raise TnervError(f"--lambda must be 0 or more, got {lam}")
+        return {"method": ENTROPY_CONSTRAINED, "lambda": lam, "lambda_start": lambda_start, "init_bits": init_bits}
+    if lam is not None:
+        raise TnervError(f"{model} is compressed after training (quantisation + entropy coding); --lambda does not apply")
+    return {"method": POST_TRAINING, "bits": dict(cls.post_training_bits)}
+
+
+def _video_header(spec: VideoSpec, num_frames: int, height: int, width: int) -> dict[str, Any]:
+    info = probe(spec.path, size=spec.yuv_size)
+    return {
+        "num_frames": num_frames,
+        "height": height,
+        "width": width,
+        "fps": info.fps / spec.step,
+        "colour": {"frames": "RGB", "source_matrix": spec.matrix or default_matrix(info.height)},
+    }
+
+
+def export_file(run_dir: str | Path, path: str | Path, frames: VideoFrames) -> tuple[Any, float | None]:
+    """Writes the fitted model of a run directory as a .tnrv file; returns the file's summary and
+    the learned densities' payload estimate in bits (None for post-training quantisation)."""
+    net, run, _ = load_run(run_dir, device="cpu")
+    compression = run.get("compression") or compression_settings(run["model"], None, 0.8, 8)
+    inner = net.model if isinstance(net, EntropyConstrained) else net
+    inner.prepare_export(frames)
+    state = inner.transmitted_state()
+    components = {name: inner.component_of(name) for name in state}
+    if isinstance(net, EntropyConstrained):
+        quantized = net.quantized_state()
+        table_for, estimate = net.frequency_table, net.estimated_bits(quantized)
+    else:
+        bits = compression["bits"]
+        quantized = {n: uniform_quantize(v, bits[components[n]]) for n, v in state.items()}
+        table_for, estimate = histogram_table, None
+    c = inner.config
+    summary = write_model_file(
+        path,
+        run["model"],
+        config_to_dict(c),
+        _video_header(VideoSpec.from_dict(run["video"]), c.num_frames, c.height, c.width),
+        quantized,
+        components,
+        table_for,
+        extra={"method": compression["method"]},
+    )
+    return summary, estimate
+
+
+def decoded_quality(path: str | Path, frames: VideoFrames, batch_size: int = 4) -> QualityReport:
+    """PSNR and MS-SSIM of a file's decoded frames against the original frames."""
+    decoder, _ = decoder_from_file(path, frames.data.device)
+    return evaluate(decoder, frames, batch_size)
+
+
+def encode_video(
+    video: VideoSpec,
+    path: str | Path,
+    model: str | None = None,
+    preset: str | None = None,
+    lam: float | None = None,
+    lambda_start: float = 0.8,
+    init_bits: int = 8,
+    model_overrides: dict[str, Any] | None = None,
+    train_overrides: dict[str, Any] | None = None,
+    run_dir: str | Path | None = None,
+    overwrite: bool = False,
+    resume: bool = False,
+    progress: bool = True,
+) -> EncodeResult:
+    """Trains a model on a video (in `run_dir`, default PATH.run), writes the .tnrv file and
+    measures the quality of what a decoder gets from it."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise TnervError(f"{path} exists; pass --overwrite to replace it")
+    if not path.parent.is_dir():
+        raise TnervError(f"cannot write {path}: {path.parent} is not a directory")
+    run_dir = Path(run_dir) if run_dir else path.with_name(path.name + ".run")
+    started = time.time()
+    compression = None
+    if not resume:
+        name = model or (load_preset(preset).model if preset else None)
+        if name is None:
+            raise TnervError("name a model (--model) or a preset (--preset)")
+        compression = compression_settings(name, lam, lambda_start, init_bits)
+    fitted = fit_run(
+        video, run_dir, model=model, preset=preset, model_overrides=model_overrides,
+        train_overrides=train_overrides, overwrite=overwrite, resume=resume, progress=progress,
+        compression=compression,
+    )
+    run = read_run(run_dir)
+    frames = VideoFrames(load_frames(VideoSpec.from_dict(run["video"])), torch.device("cpu"))
+    summary, estimate = export_file(run_dir, path, frames)
+    quality = decoded_quality(path, frames)
+    n, _, h, w = frames.data.shape
+    return EncodeResult(
+        path=str(path),
+        run_dir=str(run_dir),
+        model=run["model"],
+        method=(run.get("compression") or {}).get("method", POST_TRAINING),
+        num_frames=n,
+        height=h,
+        width=w,
+        num_bytes=summary.num_bytes,
+        bpp=bits_per_pixel(summary.num_bytes, n, h, w),
+        psnr=quality.psnr,
+        ms_ssim=quality.ms_ssim,
+        ms_ssim_variant=quality.ms_ssim_variant,
+        bytes_by_component=summary.bytes_by_component,
+        payload_bytes=summary.payload_bytes,
+        estimated_payload_bytes=None if estimate is None else estimate / 8,
+        parameters=fitted.parameters,
+        encode_seconds=time.time() - started,
+    )
+
+
+def parse_range(text: str | None, num_frames: int) -> tuple[int, int]:
+    """Parses "a:b" (either side may be empty) into a frame range [a, b) inside the video."""
+    if text is None:
+        return 0, num_frames
+    try:
+        a_text, b_text = text.split(":")
+        a = int(a_text) if a_text else 0
+        b = int(b_text) if b_text else num_frames
+    except ValueError:
+        raise TnervError(f"--frames takes a:b (e.g. 0:10), got {text!r}") from None
+    if not 0 <= a < b <= num_frames:
+        raise TnervError(f"frames {a}:{b} requested but the file holds frames 0:{num_frames}")
+    return a, b
+
+
+@dataclass
+class DecodeResult:
+    """What `decode_file` wrote and how fast it decoded."""
+
+    output: str
+    first_frame: int
+    num_frames: int
+    seconds: float
+    fps: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for --json output."""
+        return asdict(self)
+
+
+def decode_frames(path: str | Path, first: int, end: int, batch_size: int = 4, device: str = "cpu") -> tuple[torch.Tensor, float, float]:
+    """Frames [first, end) of a file as uint8-ready floats (N, 3, H, W), with the decoding time
+    (building the decoder included) and the video's fps."""
+    started = time.time()
+    decoder, header = decoder_from_file(path, device)
+    idx = torch.arange(first, end, device=next(decoder.parameters()).device)
+    frames = torch.cat([out.cpu() for _, out in decoder.reconstruct(idx, None, batch_size)])
+    return frames, time.time() - started, header["video"]["fps"]
+
+
+def decode_file(
+    path: str | Path, output: str | Path, frame_range: str | None = None, overwrite: bool = False, batch_size: int = 4
+) -> DecodeResult:
+    """Decodes frames a:b of a .tnrv file to an mp4 (by its suffix) or a folder of PNGs."""
+    output = Path(output)
+    if output.exists() and not overwrite and (output.is_file() or any(output.iterdir())):
+        raise TnervError(f"{output} exists; pass --overwrite to replace it")
+    header, _ = read_file(path)
+    first, end = parse_range(frame_range, header["video"]["num_frames"])
+    frames, seconds, fps = decode_frames(path, first, end, batch_size)
+    pixels = to_uint8(frames)
+    if output.suffix.lower() == ".mp4":
+        write_mp4(pixels, output, fps)
+    else:
+        write_frames(pixels, output)
+    return DecodeResult(str(output), first, end - first, seconds, (end - first) / seconds)
+
+
+def inspect_file(path: str | Path) -> dict[str, Any]:
+    """The header of a .tnrv file and its bytes by component and by tensor."""
+    header, sections = read_file(path)
+    size = Path(path).stat().st_size
+    by_component: dict[str, int] = {}
+    tensors = []
+    for entry, section in zip(header["tensors"], sections):
+        section_bytes = len(section.to_bytes()) + SECTION_OVERHEAD
+        by_component[entry["component"]] = by_component.get(entry["component"], 0) + section_bytes
+        tensors.append({**entry, "bytes": section_bytes, "payload_bytes": len(section.payload), "step": section.step})
+    by_component["other"] = size - sum(by_component.values())
+    v = header["video"]
+    return {
+        "path": str(path),
+        "bytes": size,
+        "bpp": bits_per_pixel(size, v["num_frames"], v["height"], v["width"]),
+        "model": header["model"],
+        "method": header.get("method"),
+        "video": v,
+        "config": header["config"],
+        "bytes_by_component": by_component,
+        "tensors": tensors,
+        "tnerv_version": header.get("tnerv_version"),
+    }
+
+
+def plot_byte_allocation(info: dict[str, Any], path: str | Path) -> Path:
+    """A bar of the bytes per component (as supplementary Fig. 4), saved as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    parts = {k: v for k, v in info["bytes_by_component"].items() if v > 0}
+    total = sum(parts.values())
+    colours = {"decoder": "#4c72b0", "grids": "#dd8452", "embeddings": "#55a868", "other": "#8c8c8c"}
+    fig, ax = plt.subplots(figsize=(7, 1.4))
+    left = 0.0
+    for name, value in parts.items():
+        share = 100 * value / total
+        ax.barh(0, share, left=left, color=colours.get(name, "#999999"), label=f"{name} {share:.1f}%")
+        left += share
+    ax.set_xlim(0, 100)
+    ax.set_yticks([])
+    ax.set_xlabel("share of the file's bytes (%)")
+    ax.set_title(f"{Path(info['path']).name}: {info['bytes']:,} bytes, {info['bpp']:.4f} bpp ({info['model']})")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.45), ncol=len(parts), frameon=False)
+    path = Path(path)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return path
