@@ -99,6 +99,10 @@ class VideoINR(nn.Module):
         """The training objective; models with auxiliary outputs weight them in here."""
         return loss_fn(outputs["output"], target)
 
+    def attach_video(self, frames: FrameSource) -> None:
+        """Called by `fit` before training starts or resumes, with the video being fitted (models
+        whose encoders read other frames than the batch's keep a reference)."""
+
     def on_fit_start(self, frame_idx: Tensor, frames: FrameSource) -> None:
         """Called once before the first epoch (models with state derived from the video use it)."""
 
@@ -109,7 +113,8 @@ class VideoINR(nn.Module):
         """Called before each epoch (0-based) of `epochs` (schedules that follow progress use it)."""
 
     def optimizer_groups(self) -> list[dict[str, Any]]:
-        """Parameter groups for the optimiser; an "lr_scale" entry multiplies the group's rate."""
+        """Parameter groups for the optimiser: "params", and optionally "lr_scale" (multiplies the
+        learning rate) and "scheduled" (False: no warm-up or decay for this group)."""
         return [{"params": [p for p in self.parameters() if p.requires_grad]}]
 
     def latent(self, name: str, value: Tensor) -> Tensor:
@@ -143,6 +148,11 @@ class VideoINR(nn.Module):
         model = cls(config)
         model.load_state_dict(state)
         return model.eval()
+
+    @classmethod
+    def apply_ablations(cls, config: ModelConfig, names: list[str]) -> ModelConfig:
+        """The config with named ablations applied (T-NeRV's E1-E5, D1-D3); other models have none."""
+        raise TnervError(f"model {cls.name!r} has no ablations (T-NeRV has E1-E5 and D1-D3)")
 
     @classmethod
     def scale_widths(cls, config: ModelConfig, factor: float) -> ModelConfig:

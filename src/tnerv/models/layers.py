@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import math
+import weakref
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+from tnerv.errors import TnervError
+from tnerv.models.base import ENCODER, FrameSource
 
 ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "silu": nn.SiLU, "leaky_relu": nn.LeakyReLU}
 
@@ -283,3 +289,343 @@ class FlowAggregator(nn.Module):
         """Returns (output, aggregated)."""
         aggregated = self.aggregate(neighbours, valid, head)
         return self.blend(independent.float(), aggregated, blend_logits), aggregated
+
+
+# --------------------------------------------------------------------------------------------------
+# Blocks of the baselines (E-NeRV, C-NeRV, HNeRV, DNeRV).
+
+
+def growing_kernel_sizes(num_blocks: int, first: int = 1, largest: int = 5) -> tuple[int, ...]:
+    """HNeRV's kernel schedule: min(first + 2i, largest) for block i (1, 3, 5, 5, 5)."""
+    return tuple(min(first + 2 * i, largest) for i in range(num_blocks))
+
+
+class TransformerBlock(nn.Module):
+    """E-NeRV's transformer block over tokens (B, N, dim): multi-head self-attention and a GELU
+    feed-forward layer, each added to its input afterwards, no LayerNorm. Queries, keys and values
+    come from one bias-free linear map to 3 * heads * head_dim; the attention output is projected back
+    to `dim` unless a single head already has that width."""
+
+    def __init__(self, dim: int, heads: int, head_dim: int, mlp_dim: int):
+        super().__init__()
+        self.heads = heads
+        inner = heads * head_dim
+        self.qkv = nn.Linear(dim, 3 * inner, bias=False)
+        self.proj = nn.Identity() if heads == 1 and head_dim == dim else nn.Linear(inner, dim)
+        self.ffn = nn.Sequential(nn.Linear(dim, mlp_dim), nn.GELU(), nn.Linear(mlp_dim, dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, n, _ = x.shape
+        q, k, v = self.qkv(x).view(b, n, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
+        attn = nn.functional.scaled_dot_product_attention(q, k, v)  # softmax(q k^T / sqrt(head_dim)) v
+        x = x + self.proj(attn.transpose(1, 2).reshape(b, n, -1))
+        return x + self.ffn(x)
+
+
+class ExpandingUpsampleBlock(nn.Sequential):
+    """E-NeRV's first stage, which widens the channels cheaply: Conv2d(C_in -> C_in/4 * s^2, k) ->
+    PixelShuffle(s) -> Conv2d(C_in/4 -> C_out, k) -> activation (C-NeRV's first stage too)."""
+
+    def __init__(
+        self, c_in: int, c_out: int, stride: int, kernel_size: int = 3, activation: str = "gelu", squeeze: int = 4
+    ):
+        mid = max(1, c_in // squeeze)
+        super().__init__(
+            nn.Conv2d(c_in, mid * stride * stride, kernel_size, padding=kernel_size // 2),
+            nn.PixelShuffle(stride),
+            nn.Conv2d(mid, c_out, kernel_size, padding=kernel_size // 2),
+            make_activation(activation),
+        )
+
+
+class GatedFusion(nn.Module):
+    """DNeRV's collaborative content unit (its eq. 5): merges a content feature c with a difference
+    feature d of the same shape through 3x3 convolutions,
+
+        p = tanh(W_pc c + W_pd d),  s = sigmoid(W_sc c + W_sd d),  c <- s * p + (1 - s) * c."""
+
+    def __init__(self, channels: int, kernel_size: int = 3):
+        super().__init__()
+        conv = lambda: nn.Conv2d(channels, channels, kernel_size, padding=kernel_size // 2)  # noqa: E731
+        self.p_content, self.p_diff, self.s_content, self.s_diff = conv(), conv(), conv(), conv()
+
+    def forward(self, content: Tensor, diff: Tensor) -> Tensor:
+        p = torch.tanh(self.p_content(content) + self.p_diff(diff))
+        s = torch.sigmoid(self.s_content(content) + self.s_diff(diff))
+        return s * p + (1 - s) * content
+
+
+# --------------------------------------------------------------------------------------------------
+# Behaviour shared by whole models: mixins placed before VideoINR in a model's bases.
+
+BUFFER_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+# Frames per batch when a model encodes or decodes on its own (embeddings, the training buffer).
+INTERNAL_BATCH = 8
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+class EncodedEmbeddings:
+    """Per-frame embeddings that an encoder computes from the frames while fitting and that are
+    transmitted (HNeRV, DNeRV, T-NeRV). Mixin: `class M(EncodedEmbeddings, VideoINR)`.
+
+    The model calls `init_embeddings(shapes, with_encoder)` in `__init__` (names starting with
+    "embeddings", each with its per-frame shape) and implements `compute_embeddings(frame_idx, frames,
+    source) -> {name: (B, *shape)}` with gradients (`frames`: those of frame_idx, or None to read them
+    from `source`, which reads any frame). Its `component_prefixes` list "embeddings_fresh" under the
+    encoder, before "embeddings" under the embeddings.
+
+    With the encoder, the embeddings are buffers recomputed where out of date (after every training
+    step all are); without it (`from_transmitted`) they are parameters loaded from the state."""
+
+    def init_embeddings(self, shapes: dict[str, tuple[int, ...]], with_encoder: bool) -> None:
+        n = self.config.num_frames
+        self.embedding_names = tuple(shapes)
+        self.with_encoder = with_encoder and bool(shapes)
+        for name, shape in shapes.items():
+            if self.with_encoder:
+                self.register_buffer(name, torch.zeros(n, *shape))
+            else:
+                self.register_parameter(name, nn.Parameter(torch.zeros(n, *shape)))
+        if self.with_encoder:
+            self.register_buffer("embeddings_fresh", torch.zeros(n, dtype=torch.bool))
+        self._frames_ref: Callable[[], FrameSource | None] | None = None
+
+    def remember_frames(self, frames: FrameSource) -> None:
+        """Keeps a weak reference to the video so that stale embeddings can be recomputed later."""
+        try:
+            self._frames_ref = weakref.ref(frames)
+        except TypeError:
+            self._frames_ref = lambda: frames
+
+    def attach_video(self, frames: FrameSource) -> None:
+        self.remember_frames(frames)
+        super().attach_video(frames)
+
+    def prepare_export(self, frames: FrameSource) -> None:
+        self.encode_frames(frames)
+        super().prepare_export(frames)
+
+    def frame_source(self) -> FrameSource | None:
+        """The video this model last saw (fit, reconstruct or encode_frames), if it still exists."""
+        return self._frames_ref() if self._frames_ref is not None else None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_frames_ref"] = None  # weak references do not pickle
+        return state
+
+    @torch.no_grad()
+    def encode_frames(self, frames: FrameSource, frame_idx: Tensor | None = None) -> None:
+        """Computes and stores the embeddings of the given frames (default: all) that are not current."""
+        if not self.with_encoder:
+            return
+        self.remember_frames(frames)
+        if frame_idx is None:
+            frame_idx = torch.arange(self.config.num_frames, device=self.embeddings_fresh.device)
+        self._refresh(frame_idx, None, frames)
+
+    def _refresh(self, frame_idx: Tensor, frames: Tensor | None, source: FrameSource | None) -> None:
+        fresh = self.embeddings_fresh
+        idx = frame_idx.to(fresh.device)
+        stale = ~fresh[idx]
+        if not stale.any():
+            return
+        source = source or self.frame_source()
+        if frames is not None:  # the frames of frame_idx, in order
+            todo: Any = [(idx[stale], frames[stale.to(frames.device)])]
+        else:
+            if source is None:
+                raise TnervError(
+                    f"the {self.name} frame embeddings are out of date and no frames are at hand: pass the "
+                    "frames (model.encode_frames(frames) or reconstruct(idx, frames)) after training"
+                )
+            todo = ((chunk, source(chunk)) for chunk in torch.unique(idx[stale]).split(INTERNAL_BATCH))
+        with torch.no_grad():
+            for chunk, chunk_frames in todo:
+                values = self.compute_embeddings(chunk, chunk_frames.to(fresh.device, torch.float32), source)
+                for name, value in values.items():
+                    store = getattr(self, name)
+                    store[chunk] = value.to(store.dtype)
+                fresh[chunk] = True
+
+    def embeddings_for(
+        self, frame_idx: Tensor, frames: Tensor | None = None, source: FrameSource | None = None
+    ) -> dict[str, Tensor]:
+        """The embeddings of a batch: through the encoder with gradients while training, else the stored ones."""
+        if self.with_encoder:
+            if self.training and torch.is_grad_enabled():
+                if frames is None:
+                    raise TnervError(f"{self.name}'s training forward pass needs the frames (its encoder reads them)")
+                self.embeddings_fresh.zero_()  # the weights are about to change
+                return self.compute_embeddings(frame_idx, frames, source or self.frame_source())
+            self._refresh(frame_idx, frames, source)
+        return {name: getattr(self, name)[frame_idx.to(getattr(self, name).device)] for name in self.embedding_names}
+
+    def parameter_counts(self) -> dict[str, int]:
+        """As VideoINR's, with the stored embeddings counted although the fitted model computes them."""
+        counts = super().parameter_counts()
+        if self.with_encoder:
+            extra = sum(getattr(self, name).numel() for name in self.embedding_names)
+            for key in ("embeddings", "transmitted", "total"):
+                counts[key] += extra
+        return counts
+
+    @torch.no_grad()
+    def on_fit_start(self, frame_idx: Tensor, frames: FrameSource) -> None:
+        self.remember_frames(frames)
+        super().on_fit_start(frame_idx, frames)
+
+    def after_step(self, frame_idx: Tensor, outputs: dict[str, Tensor]) -> None:
+        if self.with_encoder:
+            self.embeddings_fresh.zero_()  # the weights changed
+        super().after_step(frame_idx, outputs)
+
+    def reconstruct(
+        self, frame_idx: Tensor, frames: FrameSource | None, batch_size: int = 1
+    ) -> Iterator[tuple[Tensor, Tensor]]:
+        if frames is not None:
+            self.remember_frames(frames)
+        return super().reconstruct(frame_idx, frames, batch_size)
+
+    def transmitted_state(self) -> dict[str, Tensor]:
+        """Decoder, grids and the embeddings of every frame (computed here if out of date, from the
+        frames this model last saw: call encode_frames(frames) first if it saw none)."""
+        if self.with_encoder:
+            self._refresh(torch.arange(self.config.num_frames, device=self.embeddings_fresh.device), None, None)
+        return {k: v for k, v in self.state_dict().items() if self.component_of(k) != ENCODER}
+
+    @classmethod
+    def from_transmitted(cls, config: Any, state: dict[str, Tensor]) -> Any:
+        """The decoder alone (no encoder): its embeddings come from the state; reconstruct needs no frames."""
+        model = cls(config, with_encoder=False)
+        model.load_state_dict(state)
+        return model.eval()
+
+
+class FlowGuidedOutput:
+    """FFNeRV's flow-guided output (FFNeRV, T-NeRV). Mixin: `class M(FlowGuidedOutput, VideoINR)`.
+
+    The model sets `self.aggregator` (a FlowAggregator, or None: the output is the independent frame),
+    calls `init_frame_buffer(persistent)` and implements `decode_independent(frame_idx, frames=None,
+    source=None)` -> (independent frame I (B, 3, H, W), flow head (B, 3K, h, w) or None, blend logits
+    (B, 2, H, W) or None). Its config has `aux_loss_weight` and `buffer_dtype`; "frame_buffer" is
+    listed under the encoder in its `component_prefixes` (a training-only buffer, not transmitted).
+
+    While training, the neighbours' independent frames come from a buffer of detached outputs, filled
+    before the first epoch and updated after every step; in eval mode they are decoded."""
+
+    def init_frame_buffer(self, persistent: bool = True) -> None:
+        dtype = self.config.buffer_dtype
+        if dtype not in BUFFER_DTYPES:
+            raise TnervError(f"unknown buffer_dtype {dtype!r}; available: {', '.join(BUFFER_DTYPES)}")
+        # Allocated by on_fit_start; saved with checkpoints (persistent) so that a resumed fit has it.
+        self.register_buffer("frame_buffer", torch.empty(0, dtype=BUFFER_DTYPES[dtype]), persistent=persistent)
+
+    def aggregate_neighbours(
+        self, frame_idx: Tensor, decoded: tuple, neighbour_frames: Callable[[Tensor], Tensor]
+    ) -> dict[str, Tensor]:
+        """{"output", "independent", "aggregated"} from decode_independent's result and a reader of
+        the neighbours' independent frames."""
+        independent, head, blend = decoded
+        if self.aggregator is None:
+            return {"output": independent, "independent": independent}
+        idx, valid = self.aggregator.neighbour_indices(frame_idx, self.config.num_frames)
+        b, k = idx.shape
+        neighbours = neighbour_frames(idx.flatten()).view(b, k, *independent.shape[1:])
+        neighbours = neighbours.to(independent.dtype) * valid.view(b, k, 1, 1, 1)
+        output, aggregated = self.aggregator(independent, neighbours, valid, head, blend)
+        return {"output": output, "independent": independent, "aggregated": aggregated}
+
+    def forward(self, frame_idx: Tensor, frames: Tensor | None = None) -> dict[str, Tensor]:
+        """{"output", "independent" I(t), "aggregated" A(t)}; neighbours from the buffer while
+        training, decoded in eval mode."""
+        decoded = self.decode_independent(frame_idx, frames)
+        if self.training:
+            return self.aggregate_neighbours(frame_idx, decoded, self._buffered)
+        return self.aggregate_neighbours(frame_idx, decoded, lambda idx: self.decode_independent(idx)[0])
+
+    def _buffered(self, idx: Tensor) -> Tensor:
+        if self.frame_buffer.numel() == 0:
+            raise TnervError(
+                f"{self.name}'s buffer of independent frames is empty: on_fit_start fills it (fit calls it)"
+            )
+        return self.frame_buffer[idx.to(self.frame_buffer.device)]
+
+    def training_loss(
+        self, outputs: dict[str, Tensor], target: Tensor, loss_fn: Callable[[Tensor, Tensor], Tensor]
+    ) -> Tensor:
+        """l(output) + w * (l(A) + l(I)), w = aux_loss_weight (FFNeRV's 0.1); l(output) alone without aggregation."""
+        loss = loss_fn(outputs["output"], target)
+        if "aggregated" in outputs:
+            w = self.config.aux_loss_weight
+            loss = loss + w * loss_fn(outputs["aggregated"], target) + w * loss_fn(outputs["independent"], target)
+        return loss
+
+    @torch.no_grad()
+    def on_fit_start(self, frame_idx: Tensor, frames: FrameSource) -> None:
+        """Fills the buffer of independent frames before the first epoch."""
+        super().on_fit_start(frame_idx, frames)
+        if self.aggregator is None:
+            return
+        device, c = _device_of(self), self.config
+        dtype = BUFFER_DTYPES[c.buffer_dtype]
+        self.frame_buffer = torch.zeros(c.num_frames, 3, c.height, c.width, dtype=dtype, device=device)
+        for chunk in frame_idx.to(device).split(INTERNAL_BATCH):
+            self.frame_buffer[chunk] = self.decode_independent(chunk, None, frames)[0].to(dtype)
+
+    def after_step(self, frame_idx: Tensor, outputs: dict[str, Tensor]) -> None:
+        """Stores the step's independent frames in the buffer."""
+        super().after_step(frame_idx, outputs)
+        if self.aggregator is not None and self.frame_buffer.numel():
+            buffer = self.frame_buffer
+            buffer[frame_idx.to(buffer.device)] = outputs["independent"].detach().to(buffer.dtype)
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
+        # The buffer is allocated lazily: take the saved one's shape before loading it.
+        saved = state_dict.get(prefix + "frame_buffer")
+        if saved is not None and saved.shape != self.frame_buffer.shape:
+            self.frame_buffer = torch.empty(saved.shape, dtype=self.frame_buffer.dtype, device=self.frame_buffer.device)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    @classmethod
+    def from_transmitted(cls, config: Any, state: dict[str, Tensor]) -> Any:
+        """The decoder rebuilt from the transmitted state (which holds no training buffer)."""
+        return super().from_transmitted(config, {"frame_buffer": torch.empty(0), **state})
+
+    @torch.no_grad()
+    def reconstruct(
+        self, frame_idx: Tensor, frames: FrameSource | None, batch_size: int = 1
+    ) -> Iterator[tuple[Tensor, Tensor]]:
+        """The evaluation forward pass, in batches: the independent frames of the batch and of its
+        neighbours (those inside the video) are decoded once, kept while later batches need them, and
+        aggregated. Any range of frames decodes exactly as in a decode of the whole video."""
+        n, device = self.config.num_frames, _device_of(self)
+        order = [int(i) for i in frame_idx.tolist()]
+        batches = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
+        window = self.aggregator.window if self.aggregator is not None else ()
+
+        def needed(batch: list[int]) -> list[int]:
+            return sorted({j + d for j in batch for d in (0, *window) if 0 <= j + d < n})
+
+        cache: dict[int, tuple[Tensor | None, ...]] = {}
+        for b, batch in enumerate(batches):
+            missing = [j for j in needed(batch) if j not in cache]
+            for s in range(0, len(missing), batch_size):
+                chunk = torch.tensor(missing[s : s + batch_size], device=device)
+                decoded = self.decode_independent(chunk, None, frames)
+                for pos, j in enumerate(missing[s : s + batch_size]):
+                    cache[j] = tuple(x[pos] if x is not None else None for x in decoded)
+            idx = torch.tensor(batch, device=device)
+            decoded = tuple(
+                torch.stack([cache[j][i] for j in batch]) if cache[batch[0]][i] is not None else None for i in range(3)
+            )
+            zero = torch.zeros_like(cache[batch[0]][0])
+            out = self.aggregate_neighbours(
+                idx, decoded, lambda nb: torch.stack([cache[j][0] if j in cache else zero for j in nb.tolist()])
+            )["output"]
+            yield idx, out.clamp(0, 1)
+            keep = set(needed(batches[b + 1])) if b + 1 < len(batches) else set()
+            cache = {j: v for j, v in cache.items() if j in keep}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from torch import Tensor, nn
@@ -9,7 +10,7 @@ from torch import Tensor, nn
 from tnerv.models.base import ModelConfig, VideoINR
 from tnerv.models.layers import MLP, PositionalEncoding, UpsampleBlock, output_activation, reduced_widths
 from tnerv.models.registry import register_model
-from tnerv.models.sizing import resolve_strides
+from tnerv.models.sizing import resolve_strides, scale_width
 
 
 @dataclass
@@ -56,6 +57,16 @@ class NeRV(VideoINR):
             )
         )
         self.head = nn.Conv2d(widths[-1], 3, 1)
+
+    @classmethod
+    def scale_widths(cls, config: NeRVConfig, factor: float) -> NeRVConfig:
+        """Every width (stem MLP, latent channels, the blocks' lower bound) times `factor`."""
+        return dataclasses.replace(
+            config,
+            stem_dims=tuple(scale_width(d, factor) for d in config.stem_dims),
+            channels=scale_width(config.channels, factor),
+            lower_width=scale_width(config.lower_width, factor),
+        )
 
     def forward(self, frame_idx: Tensor, frames: Tensor | None = None) -> dict[str, Tensor]:
         x = self.stem(self.pe(self.normalized_time(frame_idx)))

@@ -4,6 +4,9 @@ spatial shape, for any frame size and aspect ratio."""
 from __future__ import annotations
 
 import math
+from typing import Any
+
+import torch
 
 from tnerv.errors import TnervError
 
@@ -87,3 +90,79 @@ def resolve_strides(
         return derive_strides(height, width, num_blocks, target_latent_height)
     strides = tuple(int(s) for s in strides)
     return strides, latent_shape(height, width, strides)
+
+
+def config_geometry(config: Any) -> tuple[tuple[int, ...], tuple[int, int]]:
+    """Strides and latent (h, w) of a model config with the fields strides, num_blocks, target_latent_height."""
+    return resolve_strides(config.height, config.width, config.strides, config.num_blocks, config.target_latent_height)
+
+
+# --------------------------------------------------------------------------------------------------
+# Size solver: the widths that meet a parameter budget.
+
+
+def scale_width(width: int, factor: float, minimum: int = 1) -> int:
+    """A channel width scaled by `factor`, rounded, at least `minimum`: the unit of every scale_widths."""
+    return max(minimum, round(width * factor))
+
+
+def transmitted_size(model: str, config: Any) -> dict[str, int]:
+    """Parameter counts by component of a model config, built on the meta device (no memory, fast)."""
+    from tnerv.models.registry import create_model
+
+    with torch.device("meta"):
+        return create_model(model, config).parameter_counts()
+
+
+def solve_for_budget(model: str, config: Any, budget: int, tolerance: float = 0.01) -> tuple[Any, int]:
+    """The config scaled to `budget` transmitted parameters at its resolution and frame count, and the
+    size reached. Bisects (in log space) on the model's knob `scale_widths(config, factor)`, which
+    keeps the model's split between components; a model without that knob but with a budget-aware
+    `scale_config(config, budget)` (T-NeRV) is scaled by it. Raises if no config comes within
+    `tolerance` (relative) of the budget."""
+    from tnerv.models.registry import model_class
+
+    if budget <= 0:
+        raise TnervError(f"the size budget must be positive, got {budget}")
+    cls = model_class(model)
+
+    def size(cfg: Any) -> int:
+        return transmitted_size(model, cfg)["transmitted"]
+
+    try:
+        cls.scale_widths(config, 1.0)
+    except NotImplementedError:
+        if not hasattr(cls, "scale_config"):
+            raise TnervError(f"model {model!r} has no size knob (scale_widths) to solve for a budget") from None
+        best = cls.scale_config(config, budget)
+        reached = size(best)
+    else:
+        cache: dict[float, tuple[Any, int]] = {}
+
+        def at(factor: float) -> tuple[Any, int]:
+            if factor not in cache:
+                cfg = cls.scale_widths(config, factor)
+                cache[factor] = (cfg, size(cfg))
+            return cache[factor]
+
+        lo, hi = 1.0, 1.0
+        while at(lo)[1] > budget and lo > 1e-4:
+            lo /= 2
+        while at(hi)[1] < budget and hi < 1e4:
+            hi *= 2
+        for _ in range(60):
+            if hi / lo < 1 + 1e-7:
+                break
+            mid = math.sqrt(lo * hi)
+            if at(mid)[1] < budget:
+                lo = mid
+            else:
+                hi = mid
+        best, reached = min(cache.values(), key=lambda item: abs(item[1] - budget))
+    if abs(reached / budget - 1) > tolerance:
+        raise TnervError(
+            f"{model} cannot be scaled to {budget:,} parameters at {config.height}x{config.width}, "
+            f"{config.num_frames} frames within {tolerance:.1%} (closest: {reached:,}); its fixed parts "
+            f"(positional encodings, heads, embeddings) may be too large for the budget"
+        )
+    return best, reached
