@@ -33,6 +33,18 @@ def _wh(text: str) -> tuple[int, int]:
     return _size(text, "WxH")
 
 
+def _count(text: str) -> int:
+    """Parses a parameter budget: 3.0M, 500k or 2000000."""
+    scale = {"k": 1e3, "m": 1e6}.get(text[-1:].lower(), 1)
+    try:
+        value = float(text[:-1] if scale != 1 else text) * scale
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a parameter count such as 3.0M or 500k, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"a parameter budget must be positive, got {text!r}")
+    return round(value)
+
+
 def _assignment(text: str) -> tuple[str, Any]:
     """Parses key=value; the value is read as TOML (numbers, lists, strings) or kept as a string."""
     key, sep, value = text.partition("=")
@@ -70,11 +82,24 @@ def _format_count(n: int) -> str:
     return f"{n / 1e6:.3f}M" if n >= 1e5 else f"{n:,}"
 
 
+def _counts_line(label: str, frames: int, height: int, width: int, c: dict[str, int]) -> str:
+    return (
+        f"{label:<32} {frames:>6} {height:>5}x{width:<5} {_format_count(c['transmitted']):>9}  "
+        f"{_format_count(c['decoder'])} / {_format_count(c['grids'])} / {_format_count(c['embeddings'])}"
+        f" (+ {_format_count(c['encoder'])})"
+    )
+
+
+_COUNTS_HEADER = f"{'':<32} {'frames':>6} {'HxW':>11} {'size':>9}  decoder / grids / embeddings (+ encoder, not sent)"
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     import torch
 
     from tnerv.models import create_model, list_models, list_presets, load_preset
 
+    if args.setting:
+        return _setting_table(args)
     rows = []
     for name in list_models():
         for preset_name in list_presets(name) or [None]:
@@ -93,14 +118,26 @@ def cmd_models(args: argparse.Namespace) -> int:
                     "parameters": model.parameter_counts(),
                 }
             )
-    lines = [f"{'model':<8} {'preset':<22} {'frames':>6} {'HxW':>10} {'size':>9}  decoder / grids / embeddings (+ encoder)"]
+    lines = [_COUNTS_HEADER.replace(" " * 32, f"{'model / preset':<32}", 1)]
     for r in rows:
-        c = r["parameters"]
-        lines.append(
-            f"{r['model']:<8} {r['preset'] or '-':<22} {r['num_frames']:>6} {r['height']}x{r['width']:<5} "
-            f"{_format_count(c['transmitted']):>9}  {_format_count(c['decoder'])} / {_format_count(c['grids'])} / "
-            f"{_format_count(c['embeddings'])} (+ {_format_count(c['encoder'])})"
-        )
+        label = f"{r['model']} / {r['preset'] or '-'}"
+        lines.append(_counts_line(label, r["num_frames"], r["height"], r["width"], r["parameters"]))
+    _print(rows, args.json, "\n".join(lines))
+    return 0
+
+
+def _setting_table(args: argparse.Namespace) -> int:
+    from tnerv.models.settings import get_setting, size_table
+
+    setting = get_setting(args.setting)
+    frames = args.frames or setting.num_frames
+    table = size_table(args.setting, frames)
+    rows = [{"model": m, "setting": setting.name, "num_frames": frames, "parameters": c} for m, c in table.items()]
+    lines = [
+        f"{setting.description}; budget {_format_count(setting.budget)}, {frames} frames",
+        _COUNTS_HEADER.replace(" " * 32, f"{'model':<32}", 1),
+        *(_counts_line(m, frames, setting.height, setting.width, c) for m, c in table.items()),
+    ]
     _print(rows, args.json, "\n".join(lines))
     return 0
 
@@ -147,7 +184,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     result = fit_run(
         _video_spec(args), args.out, model=args.model, preset=args.preset, model_overrides=dict(args.set or []),
         train_overrides=_train_overrides(args), overwrite=args.overwrite, resume=args.resume,
-        progress=not args.quiet,
+        progress=not args.quiet, size=args.size, ablations=args.ablation,
     )
     _print(result.to_dict(), args.json, _summary(result))
     return 0
@@ -176,7 +213,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
         _video_spec(args), args.output, model=args.model, preset=args.preset, lam=args.lam,
         lambda_start=args.lambda_start, model_overrides=dict(args.set or []),
         train_overrides=_train_overrides(args), run_dir=args.run_dir, overwrite=args.overwrite,
-        resume=args.resume, progress=not args.quiet,
+        resume=args.resume, progress=not args.quiet, size=args.size, ablations=args.ablation,
     )
     _print(result.to_dict(), args.json, _encode_summary(result))
     return 0
@@ -259,6 +296,8 @@ def _add_training_args(p: argparse.ArgumentParser, overwrite_help: str, resume_h
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, ...")
     p.add_argument("--precision", choices=["fp32", "bf16"])
     p.add_argument("--set", type=_assignment, action="append", metavar="KEY=VALUE", help="override a model config field")
+    p.add_argument("--size", type=_count, metavar="S", help="scale the model to S transmitted parameters (e.g. 3.0M)")
+    p.add_argument("--ablation", action="append", metavar="NAME", help="T-NeRV ablation E1-E5, D1-D3 (repeatable)")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--overwrite", action="store_true", help=overwrite_help)
     group.add_argument("--resume", action="store_true", help=resume_help)
@@ -278,6 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("models", help="every model and preset with parameter counts by component")
     p.add_argument("--frames", type=int, help="count embeddings for this many frames")
+    p.add_argument("--setting", help="the size table of a paper setting: setting1, setting2, davis, mcl-jcv")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_models)
 

@@ -105,9 +105,10 @@ def export_file(run_dir: str | Path, path: str | Path, frames: VideoFrames) -> t
 
 
 def decoded_quality(path: str | Path, frames: VideoFrames, batch_size: int = 4) -> QualityReport:
-    """PSNR and MS-SSIM of a file's decoded frames against the original frames."""
+    """PSNR and MS-SSIM of a file's decoded 8-bit frames (what `tnerv decode` writes) against the
+    original frames."""
     decoder, _ = decoder_from_file(path, frames.data.device)
-    return evaluate(decoder, frames, batch_size)
+    return evaluate(decoder, frames, batch_size, as_uint8=True)
 
 
 def encode_video(
@@ -124,6 +125,8 @@ def encode_video(
     overwrite: bool = False,
     resume: bool = False,
     progress: bool = True,
+    size: int | None = None,
+    ablations: list[str] | None = None,
 ) -> EncodeResult:
     """Trains a model on a video (in `run_dir`, default PATH.run), writes the .tnrv file and
     measures the quality of what a decoder gets from it."""
@@ -143,7 +146,7 @@ def encode_video(
     fitted = fit_run(
         video, run_dir, model=model, preset=preset, model_overrides=model_overrides,
         train_overrides=train_overrides, overwrite=overwrite, resume=resume, progress=progress,
-        compression=compression,
+        compression=compression, size=size, ablations=ablations,
     )
     run = read_run(run_dir)
     frames = VideoFrames(load_frames(VideoSpec.from_dict(run["video"])), torch.device("cpu"))
@@ -201,14 +204,21 @@ class DecodeResult:
         return asdict(self)
 
 
-def decode_frames(path: str | Path, first: int, end: int, batch_size: int = 4, device: str = "cpu") -> tuple[torch.Tensor, float, float]:
-    """Frames [first, end) of a file as uint8-ready floats (N, 3, H, W), with the decoding time
-    (building the decoder included) and the video's fps."""
+def decode_frames(
+    path: str | Path, first: int, end: int, batch_size: int = 4, device: str = "cpu"
+) -> tuple[torch.Tensor, float, float]:
+    """Frames [first, end) of a file (N, 3, H, W) in [0, 1], with the decoding time (building the
+    decoder included) and the video's fps.
+
+    Batches are aligned to multiples of `batch_size` in the whole video, so that a range decodes
+    to bit-identical frames as the whole video (kernels may round differently per batch shape)."""
     started = time.time()
     decoder, header = decoder_from_file(path, device)
-    idx = torch.arange(first, end, device=next(decoder.parameters()).device)
+    aligned_first = first // batch_size * batch_size
+    aligned_end = min(-(-end // batch_size) * batch_size, header["video"]["num_frames"])
+    idx = torch.arange(aligned_first, aligned_end, device=next(decoder.parameters()).device)
     frames = torch.cat([out.cpu() for _, out in decoder.reconstruct(idx, None, batch_size)])
-    return frames, time.time() - started, header["video"]["fps"]
+    return frames[first - aligned_first : end - aligned_first], time.time() - started, header["video"]["fps"]
 
 
 def decode_file(

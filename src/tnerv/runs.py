@@ -20,6 +20,7 @@ from tnerv.codec.constrained import ENTROPY_CONSTRAINED, EntropyConstrained
 from tnerv.errors import TnervError
 from tnerv.metrics import QualityReport
 from tnerv.models import VideoINR, config_to_dict, create_model, load_preset, make_config, model_class
+from tnerv.models.sizing import solve_for_budget
 from tnerv.train import CHECKPOINT, METRICS_LOG, TrainConfig, VideoFrames, evaluate, fit, pick_device, seed_everything
 from tnerv.video import read_video, resize_and_crop, to_uint8, write_frames
 
@@ -123,10 +124,13 @@ def fit_run(
     progress: bool = True,
     on_epoch_end: Any = None,
     compression: dict[str, Any] | None = None,
+    size: int | None = None,
+    ablations: list[str] | None = None,
 ) -> RunResult:
     """Fits a model (by name and/or preset) to a video into the run directory `out`; `compression`
     ({"method": "entropy-constrained", "lambda": ..., "lambda_start": ..., "init_bits": ...}) adds
-    the rate term."""
+    the rate term; `ablations` switches parts of the model off (T-NeRV); `size` scales the model to
+    that many transmitted parameters, keeping its split between components."""
     out = Path(out)
     _prepare_run_dir(out, overwrite, resume)
     if resume:
@@ -149,6 +153,10 @@ def fit_run(
         base = dict(loaded.model_config) if loaded else {}
         model_values = {**base, **(model_overrides or {}), "height": h, "width": w, "num_frames": n}
         model_config = make_config(name, model_values)
+        if ablations:
+            model_config = model_class(name).apply_ablations(model_config, ablations)
+        if size is not None:
+            model_config, _ = solve_for_budget(name, model_config, size)
         train_values = {**model_class(name).train_defaults, **(loaded.train if loaded else {}), **(train_overrides or {})}
         config = TrainConfig.from_dict(train_values)
         run = {

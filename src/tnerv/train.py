@@ -159,15 +159,19 @@ def evaluate(
     frames: VideoFrames,
     batch_size: int = 4,
     on_batch: Callable[[torch.Tensor, torch.Tensor], None] | None = None,
+    as_uint8: bool = False,
 ) -> QualityReport:
     """PSNR and MS-SSIM of the model's evaluation forward pass over every frame, batch by batch;
-    `on_batch(indices, decoded)` sees each decoded batch (to write frames, say)."""
+    `on_batch(indices, decoded)` sees each decoded batch (to write frames, say). With `as_uint8`,
+    the output is rounded to 8 bits first: the quality of the frames a decoder writes to disk."""
     was_training = model.training
     model.eval()
     psnrs, ms_ssims, variant = [], [], ""
     idx = torch.arange(len(frames), device=frames.data.device)
     for batch_idx, out in model.reconstruct(idx, frames, batch_size):
         out, target = out.float(), frames(batch_idx)
+        if as_uint8:
+            out = torch.round(out * 255) / 255
         psnrs.append(psnr(out, target).cpu())
         result = ms_ssim(out, target)
         ms_ssims.append(result.values.cpu())
@@ -218,20 +222,26 @@ def fit(
     if num_frames != model.config.num_frames:
         raise TnervError(f"the model was built for {model.config.num_frames} frames, the video has {num_frames}")
 
+    model_groups = model.optimizer_groups()
     groups = [
-        {**{k: v for k, v in g.items() if k != "lr_scale"}, "lr": config.lr * g.get("lr_scale", 1.0)}
-        for g in model.optimizer_groups()
+        {"params": g["params"], "lr": config.lr * g.get("lr_scale", 1.0)} for g in model_groups
     ]
     optimizer = torch.optim.Adam(groups, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
     steps_per_epoch = math.ceil(num_frames / config.batch_size)
     total_steps = config.epochs * steps_per_epoch
+
+    def schedule(it: int) -> float:
+        return lr_factor(it, total_steps, config.warmup, config.warmup_start)
+
+    # A group with "scheduled": False keeps its rate (e.g. entropy models that must follow to the end).
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda it: lr_factor(it, total_steps, config.warmup, config.warmup_start)
+        optimizer, [schedule if g.get("scheduled", True) else (lambda it: 1.0) for g in model_groups]
     )
     loss_fn = LOSSES[config.loss]
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16")
     all_idx = torch.arange(num_frames, device=device)
 
+    model.attach_video(frames)
     start_epoch, history = 0, []
     checkpoint_path = run_dir / CHECKPOINT if run_dir else None
     if resume:

@@ -42,24 +42,27 @@ class EntropyConstrained(VideoINR):
         lam: float,
         lambda_start: float = 0.8,
         init_bits: int = 8,
-        density_lr_scale: float = 10.0,
+        side_lr_scale: float = 10.0,
     ):
         super().__init__(model.config)
         self.model = model
         self.needs_frames = model.needs_frames
-        self.lam, self.lambda_start, self.density_lr_scale = lam, lambda_start, density_lr_scale
+        self.lam, self.lambda_start, self.side_lr_scale = lam, lambda_start, side_lr_scale
         self.active_lambda = 0.0
         c = model.config
         self.num_pixels = c.num_frames * c.height * c.width
         self.param_names = [n for n, _ in model.named_parameters() if model.component_of(n) != ENCODER]
         params = dict(model.named_parameters())
-        transmitted = model.transmitted_state()
+        buffers = dict(model.named_buffers())
         self.quantizers = nn.ModuleDict()
         self.densities = nn.ModuleDict()
         for name in (*self.param_names, *model.latent_names):
-            if name not in params and name not in transmitted:
+            if name in params:
+                value = params[name]
+            elif name in buffers:
+                value = torch.ones(1)  # the latent's range is known in on_fit_start
+            else:
                 continue  # a latent switched off by the config (e.g. T-NeRV without embeddings)
-            value = params[name] if name in params else transmitted[name]
             self.quantizers[_key(name)] = LearnedQuantizer(value, init_bits)
             self.densities[_key(name)] = FactorizedDensity(init_scale=2**init_bits / 8)
         self._latent_bits: list[Tensor] = []
@@ -75,6 +78,12 @@ class EntropyConstrained(VideoINR):
         self.active_lambda = self.lam if epoch >= self.lambda_start * epochs else 0.0
         self.model.on_epoch_start(epoch, epochs)
 
+    def attach_video(self, frames: FrameSource) -> None:
+        self.model.attach_video(frames)
+
+    def prepare_export(self, frames: FrameSource) -> None:
+        self.model.prepare_export(frames)
+
     def on_fit_start(self, frame_idx: Tensor, frames: FrameSource) -> None:
         self.model.on_fit_start(frame_idx, frames)
         # Latent quantisers start from the latents' actual range, known only now.
@@ -88,8 +97,12 @@ class EntropyConstrained(VideoINR):
 
     def optimizer_groups(self) -> list[dict[str, Any]]:
         inner = self.model.optimizer_groups()
-        return [*inner, {"params": list(self.densities.parameters()), "lr_scale": self.density_lr_scale},
-                {"params": list(self.quantizers.parameters())}]
+        # Adam moves a parameter by about lr per step whatever its gradient: steps and densities get a
+        # larger, undecayed rate so that they follow the rate term in the last epochs, when the
+        # model's own rate has decayed.
+        side = {"lr_scale": self.side_lr_scale, "scheduled": False}
+        return [*inner, {"params": list(self.densities.parameters()), **side},
+                {"params": list(self.quantizers.parameters()), **side}]
 
     def _rate(self, name: str, noisy: Tensor, scale: float = 1.0) -> Tensor:
         """Bits of one tensor (times `scale`), evaluated once for two purposes: the density learns
