@@ -54,6 +54,7 @@ class CNeRV(VideoINR):
     """Frame index in, frame out; the latent is a convolution of spatio-temporal coordinates."""
 
     name = "cnerv"
+    compression = "entropy-constrained"  # C-NeRV is trained with the rate term
     config_class = CNeRVConfig
     # Not published; E-NeRV's recipe, on which C-NeRV builds: Adam (0.5, 0.999), lr 5e-4, 20% warm-up, cosine.
     train_defaults = {"lr": 5e-4, "betas": (0.5, 0.999), "warmup": 0.2, "loss": "fusion", "batch_size": 1}

@@ -100,6 +100,8 @@ class DNeRV(EncodedEmbeddings, VideoINR):
         ENCODER: ("encoder.", "diff_encoder.", "diff_embed.", "embeddings_fresh"),
         "embeddings": ("embeddings",),
     }
+    # DNeRV compresses as HNeRV: 8-bit weights, 6-bit embeddings, then entropy coding.
+    post_training_bits = {"decoder": 8, "grids": 8, "embeddings": 6}
     latent_names = ("embeddings", "embeddings_diff")  # computed by the encoders, transmitted
     # DNeRV's reference recipe: Adam (0.5, 0.999), lr 5e-4, 20% warm-up then cosine, L2, gradient norm clipped at 0.1.
     train_defaults = {

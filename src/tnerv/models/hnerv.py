@@ -84,6 +84,8 @@ class HNeRV(EncodedEmbeddings, VideoINR):
     needs_frames = True
     component_prefixes = {ENCODER: ("encoder.", "embeddings_fresh"), "embeddings": ("embeddings",)}
     latent_names = ("embeddings",)  # computed by the encoder, transmitted: compression quantises them
+    # HNeRV's compression: 8-bit weights, 6-bit embeddings, then entropy coding.
+    post_training_bits = {"decoder": 8, "grids": 8, "embeddings": 6}
     # HNeRV's reference recipe: Adam (default betas), lr 1e-3, 10% warm-up from 0.1x then cosine, L2.
     train_defaults = {
         "lr": 1e-3, "betas": (0.9, 0.999), "warmup": 0.1, "warmup_start": 0.1, "loss": "l2", "batch_size": 1,

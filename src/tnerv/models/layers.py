@@ -136,9 +136,8 @@ class ConvNeXtEncoder(nn.Module):
         c_prev = in_channels
         for i, (s, c, n) in enumerate(zip(strides, channels, blocks)):
             conv = nn.Conv2d(c_prev, c, s, stride=s)
-            self.downsample.append(
-                nn.Sequential(conv, ChannelsFirstLayerNorm(c)) if i == 0 else nn.Sequential(ChannelsFirstLayerNorm(c_prev), conv)
-            )
+            norm = ChannelsFirstLayerNorm(c if i == 0 else c_prev)
+            self.downsample.append(nn.Sequential(conv, norm) if i == 0 else nn.Sequential(norm, conv))
             self.stages.append(nn.Sequential(*(ConvNeXtBlock(c, layer_scale) for _ in range(n))))
             c_prev = c
         self.apply(self._init_weights)

@@ -1,0 +1,121 @@
+"""T-NeRV against NeRV on the bikes sample at a CPU size: equal parameter budget, equal epochs.
+
+    python benchmarks/tnerv_vs_nerv.py                 # 32 frames at 128x256, the presets' 100 epochs
+    python benchmarks/tnerv_vs_nerv.py --epochs 5      # a quick check that everything runs
+    python benchmarks/tnerv_vs_nerv.py --budget 800000 # both models scaled to 0.8M parameters
+
+T-NeRV uses the preset tnerv-s-cpu (scaled to --budget with TNeRV.scale_config if given); NeRV uses
+nerv-s-cpu with its latent channels ("fc_dim") chosen so that its size is the closest to T-NeRV's.
+Both train with their preset's recipe for the same number of epochs. Decoding speed is measured on
+the decoder rebuilt from the transmitted state (what a receiver runs), over every frame.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+
+import torch
+
+from tnerv.metrics import ms_ssim, psnr
+from tnerv.models import create_model, load_preset
+from tnerv.models.nerv import NeRVConfig
+from tnerv.models.tnerv import TNeRV
+from tnerv.runs import VideoSpec, load_frames
+from tnerv.train import TrainConfig, fit, pick_device
+from tnerv.video import sample
+
+
+def size_of(model_name: str, config) -> int:
+    with torch.device("meta"):
+        return create_model(model_name, config).parameter_counts()["transmitted"]
+
+
+def nerv_config_matching(base: NeRVConfig, budget: int) -> NeRVConfig:
+    """NeRV's config with the latent channels whose size is closest to the budget."""
+    best = min(range(1, 257), key=lambda c: abs(size_of("nerv", dataclasses.replace(base, channels=c)) - budget))
+    return dataclasses.replace(base, channels=best)
+
+
+@torch.no_grad()
+def decode_all(model, frames, batch_size: int) -> tuple[torch.Tensor, float]:
+    """Every frame decoded by the transmitted decoder, and the frames per second (best of 3 runs)."""
+    idx = torch.arange(model.config.num_frames, device=next(model.parameters()).device)
+    best, out = float("inf"), None
+    for _ in range(3):
+        start = time.perf_counter()
+        out = torch.cat([o for _, o in model.reconstruct(idx, frames, batch_size)])
+        if out.is_cuda:
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - start)
+    return out, len(idx) / best
+
+
+def run(name: str, config, train: TrainConfig, video: torch.Tensor, batch_size: int) -> dict:
+    torch.manual_seed(train.seed)
+    model = create_model(name, config)
+    result = fit(model, video, train, progress=False)
+    decoder = type(model).from_transmitted(config, model.transmitted_state()).to(pick_device(train.device))
+    target = video.float().div(255).to(next(decoder.parameters()).device)
+    decoded, fps = decode_all(decoder, None, batch_size)
+    quality = ms_ssim(decoded, target)
+    return {
+        "model": name,
+        "parameters": model.parameter_counts()["transmitted"],
+        "psnr": psnr(decoded, target).mean().item(),
+        "ms_ssim": quality.values.mean().item(),
+        "ms_ssim_variant": quality.variant,
+        "decode_fps": fps,
+        "train_seconds": result.seconds,
+        "fit_psnr": result.report.psnr,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--frames", type=int, default=32)
+    parser.add_argument("--size", default="128x256", help="HxW the clip is resized (and centre-cropped) to")
+    parser.add_argument("--epochs", type=int, help="default: the T-NeRV preset's")
+    parser.add_argument("--budget", type=int, help="transmitted parameters of both (default: tnerv-s-cpu's size)")
+    parser.add_argument("--batch-size", type=int, default=4, help="frames per batch while decoding")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    h, w = (int(v) for v in args.size.lower().split("x"))
+    video = load_frames(VideoSpec(path=str(sample("bikes")), count=args.frames, resize=(h, w)))
+    n = video.shape[0]
+    geometry = {"height": h, "width": w, "num_frames": n}
+
+    t_preset, n_preset = load_preset("tnerv-s-cpu"), load_preset("nerv-s-cpu")
+    t_config = t_preset.config(**geometry)
+    if args.budget:
+        t_config = TNeRV.scale_config(t_config, args.budget)
+    budget = size_of("tnerv", t_config)
+    n_config = nerv_config_matching(n_preset.config(**geometry), budget)
+
+    epochs = args.epochs or t_preset.train.get("epochs", 100)
+    results = []
+    for name, config, preset in (("tnerv", t_config, t_preset), ("nerv", n_config, n_preset)):
+        train = TrainConfig.from_dict({**preset.train, "epochs": epochs, "eval_every": epochs, "device": args.device})
+        results.append(run(name, config, train, video, args.batch_size))
+
+    if args.json:
+        print(json.dumps({"frames": n, "height": h, "width": w, "epochs": epochs, "results": results}, indent=2))
+        return
+    print(f"bikes, {n} frames at {h}x{w}, {epochs} epochs, {torch.get_num_threads()} CPU threads")
+    print(f"{'model':<6} {'params':>9} {'PSNR':>7} {'MS-SSIM':>8} {'decode fps':>10} {'train s':>8}")
+    for r in results:
+        print(
+            f"{r['model']:<6} {r['parameters']:>9,} {r['psnr']:>7.2f} {r['ms_ssim']:>8.4f} "
+            f"{r['decode_fps']:>10.1f} {r['train_seconds']:>8.0f}"
+        )
+    print(f"MS-SSIM variant: {results[0]['ms_ssim_variant']}")
+
+
+if __name__ == "__main__":
+    main()
