@@ -2,7 +2,7 @@
 
     python benchmarks/all_models.py                   # 32 frames of bikes at 128x256, 100 epochs, 0.4M each
     python benchmarks/all_models.py --epochs 2        # a quick check that everything runs
-    python benchmarks/all_models.py --budget 800000 --models nerv hnerv tnerv
+    python benchmarks/all_models.py --size 800000 --models nerv hnerv tnerv
 
 Each model starts from its CPU preset (`<model>-s-cpu`), is scaled by `solve_for_budget` to the budget
 at the clip's size and length, and trains with its preset's recipe for the same number of epochs.
@@ -70,9 +70,9 @@ def run(name: str, video: torch.Tensor, budget: int, epochs: int, device: str, b
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, default=32)
-    parser.add_argument("--size", default="128x256", help="HxW the clip is resized (and centre-cropped) to")
+    parser.add_argument("--resize", default="128x256", help="HxW the clip is resized (and centre-cropped) to")
     parser.add_argument("--epochs", type=int, default=100)
-    parser.add_argument("--budget", type=int, default=400_000, help="transmitted parameters of every model")
+    parser.add_argument("--size", type=int, default=400_000, help="transmitted parameters of every model")
     parser.add_argument("--models", nargs="+", default=[m for m in MODELS if m in list_models()])
     parser.add_argument("--batch-size", type=int, default=4, help="frames per batch while decoding")
     parser.add_argument("--device", default="auto")
@@ -81,11 +81,11 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    h, w = (int(v) for v in args.size.lower().split("x"))
+    h, w = (int(v) for v in args.resize.lower().split("x"))
     video = load_frames(VideoSpec(path=str(sample("bikes")), count=args.frames, resize=(h, w)))
     results = []
     for name in args.models:
-        results.append(run(name, video, args.budget, args.epochs, args.device, args.batch_size))
+        results.append(run(name, video, args.size, args.epochs, args.device, args.batch_size))
         if not args.json:
             print(f"  {name} done", flush=True)
 

@@ -2,9 +2,9 @@
 
     python benchmarks/tnerv_vs_nerv.py                 # 32 frames at 128x256, the presets' 100 epochs
     python benchmarks/tnerv_vs_nerv.py --epochs 5      # a quick check that everything runs
-    python benchmarks/tnerv_vs_nerv.py --budget 800000 # both models scaled to 0.8M parameters
+    python benchmarks/tnerv_vs_nerv.py --size 800000 # both models scaled to 0.8M parameters
 
-T-NeRV uses the preset tnerv-s-cpu (scaled to --budget with TNeRV.scale_config if given); NeRV uses
+T-NeRV uses the preset tnerv-s-cpu (scaled to --size with TNeRV.scale_config if given); NeRV uses
 nerv-s-cpu with its latent channels ("fc_dim") chosen so that its size is the closest to T-NeRV's.
 Both train with their preset's recipe for the same number of epochs. Decoding speed is measured on
 the decoder rebuilt from the transmitted state (what a receiver runs), over every frame.
@@ -76,9 +76,9 @@ def run(name: str, config, train: TrainConfig, video: torch.Tensor, batch_size: 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, default=32)
-    parser.add_argument("--size", default="128x256", help="HxW the clip is resized (and centre-cropped) to")
+    parser.add_argument("--resize", default="128x256", help="HxW the clip is resized (and centre-cropped) to")
     parser.add_argument("--epochs", type=int, help="default: the T-NeRV preset's")
-    parser.add_argument("--budget", type=int, help="transmitted parameters of both (default: tnerv-s-cpu's size)")
+    parser.add_argument("--size", type=int, help="transmitted parameters of both (default: tnerv-s-cpu's size)")
     parser.add_argument("--batch-size", type=int, default=4, help="frames per batch while decoding")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=2)
@@ -86,15 +86,15 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    h, w = (int(v) for v in args.size.lower().split("x"))
+    h, w = (int(v) for v in args.resize.lower().split("x"))
     video = load_frames(VideoSpec(path=str(sample("bikes")), count=args.frames, resize=(h, w)))
     n = video.shape[0]
     geometry = {"height": h, "width": w, "num_frames": n}
 
     t_preset, n_preset = load_preset("tnerv-s-cpu"), load_preset("nerv-s-cpu")
     t_config = t_preset.config(**geometry)
-    if args.budget:
-        t_config = TNeRV.scale_config(t_config, args.budget)
+    if args.size:
+        t_config = TNeRV.scale_config(t_config, args.size)
     budget = size_of("tnerv", t_config)
     n_config = nerv_config_matching(n_preset.config(**geometry), budget)
 
