@@ -280,3 +280,26 @@ def test_content_adaptive_embeddings_follow_training(fitted, tiny_clip):
     with torch.no_grad():
         assert torch.allclose(model.embeddings[:3], model.encoder(frames[:3]), atol=1e-6)
     model.eval()
+
+
+@pytest.mark.parametrize("name", ["ffnerv", "hnerv", "dnerv"])
+def test_an_interrupted_fit_resumes_exactly(name, tiny_clip, tmp_path):
+    config = TrainConfig(epochs=3, batch_size=2, lr=TINY[name][1], checkpoint_every=1, eval_every=3, seed=5)
+    torch.manual_seed(0)
+    straight = fit(tiny_model(name, tiny_clip), tiny_clip, config, _mkdir(tmp_path / "a"), progress=False)
+
+    def crash(epoch: int) -> None:
+        if epoch == 2:
+            raise KeyboardInterrupt
+
+    torch.manual_seed(0)
+    with pytest.raises(KeyboardInterrupt):
+        fit(tiny_model(name, tiny_clip), tiny_clip, config, _mkdir(tmp_path / "b"), progress=False, on_epoch_end=crash)
+    torch.manual_seed(1)  # another initialisation: everything must come from the checkpoint
+    resumed = fit(tiny_model(name, tiny_clip), tiny_clip, config, tmp_path / "b", resume=True, progress=False)
+    assert resumed.report.psnr == pytest.approx(straight.report.psnr, abs=1e-6)
+
+
+def _mkdir(path):
+    path.mkdir()
+    return path

@@ -105,3 +105,12 @@ def test_the_installed_command_reports_errors_without_a_traceback(tmp_path):
     )
     assert proc.returncode == 2
     assert proc.stderr.startswith("tnerv: error:") and "Traceback" not in proc.stderr
+
+
+def test_demo_encodes_and_decodes_the_sample(capsys, tmp_path):
+    code, out, _ = run_cli(capsys, "demo", "--epochs", "1", "--frames", "4", "--out", str(tmp_path / "demo"), "--quiet", "--json")
+    report = json.loads(out)
+    assert code == 0
+    assert report["encode"]["bpp"] == (tmp_path / "demo" / "bikes.tnrv").stat().st_size * 8 / (4 * 128 * 256)
+    assert report["decode"]["num_frames"] == 4 and (tmp_path / "demo" / "bikes-decoded.mp4").exists()
+    assert (tmp_path / "demo" / "bytes.png").exists()

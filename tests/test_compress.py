@@ -113,3 +113,50 @@ def test_damaged_files_are_rejected_cleanly(encoded, tmp_path):
 def test_foreign_file_through_the_cli(tmp_path, capsys):
     assert main(["inspect", str(sample("bikes"))]) == 2
     assert "not a tnerv bitstream" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def encoded_tnerv(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tnerv")
+    result = encode_video(
+        CLIP, folder / "clip.tnrv", preset="tnerv-s-cpu", lam=0.1, lambda_start=0.5,
+        train_overrides={"epochs": 4}, progress=False,
+    )
+    return folder, result
+
+
+def test_tnerv_file_holds_decoder_grids_and_embeddings(encoded_tnerv):
+    _, result = encoded_tnerv
+    assert result.method == "entropy-constrained"
+    assert all(result.bytes_by_component[c] > 0 for c in ("decoder", "grids", "embeddings"))
+    assert result.payload_bytes * 8 == pytest.approx(result.estimated_payload_bytes * 8, rel=0.15)
+
+
+def test_tnerv_decodes_in_a_fresh_process_to_the_encoded_quality(encoded_tnerv):
+    folder, result = encoded_tnerv
+    proc = subprocess.run(
+        [sys.executable, "-m", "tnerv.cli", "decode", str(folder / "clip.tnrv"), "-o", str(folder / "png")],
+        capture_output=True, text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    decoded = torch.from_numpy(read_video(folder / "png").frames).permute(0, 3, 1, 2).float() / 255
+    value = psnr(decoded, load_frames(CLIP).float() / 255).mean().item()
+    assert value == pytest.approx(result.psnr, abs=0.01)
+
+
+def test_tnerv_frame_ranges_match_the_whole_decode(encoded_tnerv):
+    folder, _ = encoded_tnerv
+    whole, _, _ = decode_frames(folder / "clip.tnrv", 0, 8)
+    for a, b in [(0, 1), (1, 3), (5, 8), (6, 7)]:
+        part, _, _ = decode_frames(folder / "clip.tnrv", a, b)
+        assert np.array_equal(to_uint8(part), to_uint8(whole[a:b])), (a, b)
+
+
+def test_damaged_tnerv_files_are_rejected_cleanly(encoded_tnerv, tmp_path):
+    folder, _ = encoded_tnerv
+    data = (folder / "clip.tnrv").read_bytes()
+    bad = tmp_path / "bad.tnrv"
+    for _, damaged in fuzz_cases(data, seed=1):
+        bad.write_bytes(damaged)
+        with pytest.raises(BitstreamError):
+            decode_frames(bad, 0, 1)

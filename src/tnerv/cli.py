@@ -266,17 +266,32 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from tnerv.runs import VideoSpec, eval_run, fit_run
+    from tnerv.compress import decode_file, encode_video, inspect_file, plot_byte_allocation
+    from tnerv.runs import VideoSpec
     from tnerv.video import sample
 
     out = Path(args.out or f"runs/demo-{time.strftime('%Y%m%d-%H%M%S')}")
+    if out.exists() and any(out.iterdir()):
+        raise TnervError(f"{out} is not empty; choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
     spec = VideoSpec(path=str(sample("bikes")), count=args.frames, resize=(128, 256))
-    print(f"tnerv demo: fitting NeRV (preset nerv-s-cpu) to {args.frames} frames of the bikes sample at 128x256")
-    fit_run(spec, out, preset="nerv-s-cpu", train_overrides={"epochs": args.epochs}, progress=not args.quiet)
-    frames_out = out / "frames"
-    result = eval_run(out, frames_out=frames_out)
-    text = _summary(result) + f"\ndecoded frames: {frames_out}\nmetrics log: {out / 'metrics.jsonl'}"
-    _print(result.to_dict(), args.json, text)
+    if not args.json:  # --json prints the JSON document alone
+        print(
+            f"tnerv demo: compressing {args.frames} frames of the bikes sample (128x256) with T-NeRV "
+            f"(preset tnerv-s-cpu, lambda {args.lam:g}, {args.epochs} epochs)"
+        )
+    encoded = encode_video(
+        spec, out / "bikes.tnrv", preset="tnerv-s-cpu", lam=args.lam,
+        train_overrides={"epochs": args.epochs}, progress=not args.quiet,
+    )
+    decoded = decode_file(encoded.path, out / "bikes-decoded.mp4")  # a fresh decoder, from the file alone
+    plot = plot_byte_allocation(inspect_file(encoded.path), out / "bytes.png")
+    text = (
+        _encode_summary(encoded)
+        + f"\ndecoded the file again with a fresh decoder: {decoded.num_frames} frames at {decoded.fps:.1f} fps"
+        + f" -> {decoded.output}\nbyte allocation plot: {plot}"
+    )
+    _print({"encode": encoded.to_dict(), "decode": decoded.to_dict(), "plot": str(plot)}, args.json, text)
     return 0
 
 
@@ -360,10 +375,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("demo", help="fit a small model to a bundled sample clip (about 3 minutes on 2 CPU cores)")
-    p.add_argument("--out", help="run directory (default: runs/demo-<time>)")
+    p = sub.add_parser("demo", help="compress and decode a bundled sample clip (about 3 minutes on 2 CPU cores)")
+    p.add_argument("--out", help="folder for the outputs (default: runs/demo-<time>)")
     p.add_argument("--frames", type=int, default=32)
-    p.add_argument("--epochs", type=int, default=200)
+    p.add_argument("--epochs", type=int, default=80)
+    p.add_argument("--lambda", dest="lam", type=float, default=0.1)
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_demo)
