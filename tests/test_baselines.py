@@ -85,8 +85,8 @@ def test_enerv_720p_preset_is_about_12_5m():
     with torch.device("meta"):
         model = create_model("enerv", config)
     assert model.strides == (5, 2, 2, 2, 2) and (model.latent_h, model.latent_w) == (9, 16)
-    widths = [b[-2].out_channels if isinstance(b, ExpandingUpsampleBlock) else b[0].out_channels // 4
-              for b in model.blocks]
+    widths = [b.up[-2].out_channels if isinstance(b.up, ExpandingUpsampleBlock) else b.up[0].out_channels // 4
+              for b in model.decoder.blocks]
     assert widths == [588, 294, 147, 96, 96]
 
 

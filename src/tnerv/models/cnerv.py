@@ -15,11 +15,8 @@ from torch import Tensor, nn
 
 from tnerv.models.base import ModelConfig, VideoINR
 from tnerv.models.layers import (
-    MLP,
-    AdaIN,
-    ExpandingUpsampleBlock,
+    ModulatedDecoder,
     PositionalEncoding,
-    UpsampleBlock,
     make_activation,
     output_activation,
     reduced_widths,
@@ -77,15 +74,10 @@ class CNeRV(VideoINR):
             nn.Conv2d(c.stem_channels, c.channels, k2, padding=k2 // 2),
             make_activation(c.activation),
         )
-        self.modulation_mlp = MLP([self.pe.dim, *c.modulation_dims], c.activation)
         widths = reduced_widths(int(c.channels * c.expansion), self.strides, c.reduction, c.lower_width)
-        c_in = [c.channels, *widths[:-1]]
-        self.adains = nn.ModuleList(AdaIN(ci, c.modulation_dims[-1]) for ci in c_in)
-        self.blocks = nn.ModuleList(
-            (ExpandingUpsampleBlock if i == 0 else UpsampleBlock)(ci, co, s, c.kernel_size, c.activation)
-            for i, (ci, co, s) in enumerate(zip(c_in, widths, self.strides))
+        self.decoder = ModulatedDecoder(
+            c.channels, widths, self.strides, c.kernel_size, self.pe.dim, c.modulation_dims, c.activation
         )
-        self.head = nn.Conv2d(widths[-1], 3, 1)
 
     @classmethod
     def scale_widths(cls, config: CNeRVConfig, factor: float) -> CNeRVConfig:
@@ -104,7 +96,4 @@ class CNeRV(VideoINR):
         space = torch.cat([self.pe(self.coords[0]), self.pe(self.coords[1])], dim=-1)  # (hw, 4L)
         x = torch.cat([t[:, None].expand(b, hw, -1), space[None].expand(b, -1, -1)], dim=-1)
         x = self.stem(x.transpose(1, 2).reshape(b, -1, self.latent_h, self.latent_w))
-        cond = self.modulation_mlp(t)
-        for adain, block in zip(self.adains, self.blocks):
-            x = block(adain(x, cond))
-        return {"output": output_activation(self.head(x), self.config.output_activation)}
+        return {"output": output_activation(self.decoder(x, t), self.config.output_activation)}

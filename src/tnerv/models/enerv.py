@@ -17,11 +17,9 @@ from torch import Tensor, nn
 from tnerv.models.base import ModelConfig, VideoINR
 from tnerv.models.layers import (
     MLP,
-    AdaIN,
-    ExpandingUpsampleBlock,
+    ModulatedDecoder,
     PositionalEncoding,
     TransformerBlock,
-    UpsampleBlock,
     output_activation,
     reduced_widths,
 )
@@ -82,15 +80,10 @@ class ENeRV(VideoINR):
         self.fused_transformer = TransformerBlock(c.token_dim, c.heads[1], c.head_dim, c.mlp_dim)
         self.to_latent = MLP([c.token_dim, c.channels], c.activation) if c.token_dim != c.channels else nn.Identity()
 
-        self.modulation_mlp = MLP([self.pe.dim, *c.modulation_dims], c.activation)
         widths = reduced_widths(int(c.channels * c.expansion), self.strides, c.reduction, c.lower_width)
-        c_in = [c.channels, *widths[:-1]]
-        self.adains = nn.ModuleList(AdaIN(ci, c.modulation_dims[-1]) for ci in c_in)
-        self.blocks = nn.ModuleList(
-            (ExpandingUpsampleBlock if i == 0 else UpsampleBlock)(ci, co, s, c.kernel_size, c.activation)
-            for i, (ci, co, s) in enumerate(zip(c_in, widths, self.strides))
+        self.decoder = ModulatedDecoder(
+            c.channels, widths, self.strides, c.kernel_size, self.pe.dim, c.modulation_dims, c.activation
         )
-        self.head = nn.Conv2d(widths[-1], 3, 1)
 
     @classmethod
     def scale_widths(cls, config: ENeRVConfig, factor: float) -> ENeRVConfig:
@@ -114,7 +107,4 @@ class ENeRV(VideoINR):
         tokens = self.spatial_transformer(tokens[None])
         x = self.to_latent(self.fused_transformer(tokens * self.time_mlp(t)[:, None]))
         x = x.transpose(1, 2).reshape(len(frame_idx), -1, self.latent_h, self.latent_w)
-        cond = self.modulation_mlp(t)
-        for adain, block in zip(self.adains, self.blocks):
-            x = block(adain(x, cond))
-        return {"output": output_activation(self.head(x), self.config.output_activation)}
+        return {"output": output_activation(self.decoder(x, t), self.config.output_activation)}

@@ -182,11 +182,12 @@ class ModulatedUpsampleBlock(nn.Module):
 
     def __init__(
         self, c_in: int, c_out: int, stride: int, kernel_size: int = 3, cond_dim: int | None = None,
-        activation: str = "gelu",
+        activation: str = "gelu", expanding: bool = False,
     ):
         super().__init__()
         self.adain = AdaIN(c_in, cond_dim) if cond_dim else None
-        self.up = UpsampleBlock(c_in, c_out, stride, kernel_size, activation)
+        block = ExpandingUpsampleBlock if expanding else UpsampleBlock
+        self.up = block(c_in, c_out, stride, kernel_size, activation)
 
     def forward(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
         if self.adain is not None:
@@ -335,6 +336,30 @@ class ExpandingUpsampleBlock(nn.Sequential):
             nn.Conv2d(mid, c_out, kernel_size, padding=kernel_size // 2),
             make_activation(activation),
         )
+
+
+class ModulatedDecoder(nn.Module):
+    """E-NeRV's decoder (C-NeRV's too): an MLP of the time features conditions AdaIN before every
+    upsampling stage, the first stage widens cheaply (ExpandingUpsampleBlock), a 1x1 head gives RGB."""
+
+    def __init__(
+        self, c_latent: int, widths: list[int], strides: tuple[int, ...], kernel_size: int, time_dim: int,
+        modulation_dims: tuple[int, ...], activation: str = "gelu",
+    ):
+        super().__init__()
+        self.modulation_mlp = MLP([time_dim, *modulation_dims], activation)
+        c_in = [c_latent, *widths[:-1]]
+        self.blocks = nn.ModuleList(
+            ModulatedUpsampleBlock(ci, co, s, kernel_size, modulation_dims[-1], activation, expanding=i == 0)
+            for i, (ci, co, s) in enumerate(zip(c_in, widths, strides))
+        )
+        self.head = nn.Conv2d(widths[-1], 3, 1)
+
+    def forward(self, x: Tensor, time_features: Tensor) -> Tensor:
+        cond = self.modulation_mlp(time_features)
+        for block in self.blocks:
+            x = block(x, cond)
+        return self.head(x)
 
 
 class GatedFusion(nn.Module):
