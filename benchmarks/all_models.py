@@ -14,32 +14,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
 import torch
 
-from tnerv.metrics import ms_ssim, psnr
-from tnerv.models import create_model, list_models, load_preset, model_class
+from tnerv.models import list_models, load_preset, model_class
 from tnerv.models.sizing import solve_for_budget
 from tnerv.runs import VideoSpec, load_frames
-from tnerv.train import TrainConfig, fit, pick_device
+from tnerv.train import TrainConfig
 from tnerv.video import sample
 
+from common import fit_and_measure
+
 MODELS = ["nerv", "enerv", "cnerv", "ffnerv", "hnerv", "dnerv", "tnerv"]
-
-
-@torch.no_grad()
-def decode_all(model, batch_size: int) -> tuple[torch.Tensor, float]:
-    """Every frame decoded by the transmitted decoder, and the frames per second (best of 3 runs)."""
-    idx = torch.arange(model.config.num_frames, device=next(model.parameters()).device)
-    best, out = float("inf"), None
-    for _ in range(3):
-        start = time.perf_counter()
-        out = torch.cat([o for _, o in model.reconstruct(idx, None, batch_size)])
-        if out.is_cuda:
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - start)
-    return out, len(idx) / best
 
 
 def run(name: str, video: torch.Tensor, budget: int, epochs: int, device: str, batch_size: int) -> dict:
@@ -49,22 +35,8 @@ def run(name: str, video: torch.Tensor, budget: int, epochs: int, device: str, b
     train = TrainConfig.from_dict(
         {**model_class(name).train_defaults, **preset.train, "epochs": epochs, "eval_every": epochs, "device": device}
     )
-    torch.manual_seed(train.seed)
-    model = create_model(name, config)
-    result = fit(model, video, train, progress=False)
-    decoder = type(model).from_transmitted(config, model.transmitted_state()).to(pick_device(device))
-    target = video.float().div(255).to(next(decoder.parameters()).device)
-    decoded, fps = decode_all(decoder, batch_size)
-    quality = ms_ssim(decoded, target)
-    return {
-        "model": name,
-        "parameters": size,
-        "psnr": psnr(decoded, target).mean().item(),
-        "ms_ssim": quality.values.mean().item(),
-        "ms_ssim_variant": quality.variant,
-        "seconds_per_epoch": result.seconds / epochs,
-        "decode_fps": fps,
-    }
+    measured = fit_and_measure(name, config, train, video, batch_size)
+    return {**measured, "parameters": size, "seconds_per_epoch": measured["train_seconds"] / epochs}
 
 
 def main() -> None:

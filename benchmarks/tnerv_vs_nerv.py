@@ -15,62 +15,28 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import time
 
 import torch
 
-from tnerv.metrics import ms_ssim, psnr
-from tnerv.models import create_model, load_preset
+from tnerv.models import load_preset
 from tnerv.models.nerv import NeRVConfig
+from tnerv.models.sizing import transmitted_size
 from tnerv.models.tnerv import TNeRV
 from tnerv.runs import VideoSpec, load_frames
-from tnerv.train import TrainConfig, fit, pick_device
+from tnerv.train import TrainConfig
 from tnerv.video import sample
 
-
-def size_of(model_name: str, config) -> int:
-    with torch.device("meta"):
-        return create_model(model_name, config).parameter_counts()["transmitted"]
+from common import fit_and_measure
 
 
 def nerv_config_matching(base: NeRVConfig, budget: int) -> NeRVConfig:
     """NeRV's config with the latent channels whose size is closest to the budget."""
-    best = min(range(1, 257), key=lambda c: abs(size_of("nerv", dataclasses.replace(base, channels=c)) - budget))
+
+    def size(channels: int) -> int:
+        return transmitted_size("nerv", dataclasses.replace(base, channels=channels))["transmitted"]
+
+    best = min(range(1, 257), key=lambda c: abs(size(c) - budget))
     return dataclasses.replace(base, channels=best)
-
-
-@torch.no_grad()
-def decode_all(model, frames, batch_size: int) -> tuple[torch.Tensor, float]:
-    """Every frame decoded by the transmitted decoder, and the frames per second (best of 3 runs)."""
-    idx = torch.arange(model.config.num_frames, device=next(model.parameters()).device)
-    best, out = float("inf"), None
-    for _ in range(3):
-        start = time.perf_counter()
-        out = torch.cat([o for _, o in model.reconstruct(idx, frames, batch_size)])
-        if out.is_cuda:
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - start)
-    return out, len(idx) / best
-
-
-def run(name: str, config, train: TrainConfig, video: torch.Tensor, batch_size: int) -> dict:
-    torch.manual_seed(train.seed)
-    model = create_model(name, config)
-    result = fit(model, video, train, progress=False)
-    decoder = type(model).from_transmitted(config, model.transmitted_state()).to(pick_device(train.device))
-    target = video.float().div(255).to(next(decoder.parameters()).device)
-    decoded, fps = decode_all(decoder, None, batch_size)
-    quality = ms_ssim(decoded, target)
-    return {
-        "model": name,
-        "parameters": model.parameter_counts()["transmitted"],
-        "psnr": psnr(decoded, target).mean().item(),
-        "ms_ssim": quality.values.mean().item(),
-        "ms_ssim_variant": quality.variant,
-        "decode_fps": fps,
-        "train_seconds": result.seconds,
-        "fit_psnr": result.report.psnr,
-    }
 
 
 def main() -> None:
@@ -95,14 +61,14 @@ def main() -> None:
     t_config = t_preset.config(**geometry)
     if args.size:
         t_config = TNeRV.scale_config(t_config, args.size)
-    budget = size_of("tnerv", t_config)
+    budget = transmitted_size("tnerv", t_config)["transmitted"]
     n_config = nerv_config_matching(n_preset.config(**geometry), budget)
 
     epochs = args.epochs or t_preset.train.get("epochs", 100)
     results = []
     for name, config, preset in (("tnerv", t_config, t_preset), ("nerv", n_config, n_preset)):
         train = TrainConfig.from_dict({**preset.train, "epochs": epochs, "eval_every": epochs, "device": args.device})
-        results.append(run(name, config, train, video, args.batch_size))
+        results.append(fit_and_measure(name, config, train, video, args.batch_size))
 
     if args.json:
         print(json.dumps({"frames": n, "height": h, "width": w, "epochs": epochs, "results": results}, indent=2))

@@ -1,0 +1,48 @@
+"""What the benchmark scripts share: fit a model, rebuild its decoder from the transmitted state,
+and measure quality and decoding speed the same way for every model."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from tnerv.metrics import ms_ssim, psnr
+from tnerv.models import ModelConfig, create_model
+from tnerv.train import TrainConfig, fit, pick_device
+
+
+@torch.no_grad()
+def decode_all(model, batch_size: int) -> tuple[torch.Tensor, float]:
+    """Every frame decoded by a decoder, and the frames per second (best of 3 runs)."""
+    idx = torch.arange(model.config.num_frames, device=next(model.parameters()).device)
+    best, out = float("inf"), None
+    for _ in range(3):
+        start = time.perf_counter()
+        out = torch.cat([o for _, o in model.reconstruct(idx, None, batch_size)])
+        if out.is_cuda:
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - start)
+    return out, len(idx) / best
+
+
+def fit_and_measure(name: str, config: ModelConfig, train: TrainConfig, video: torch.Tensor, batch_size: int) -> dict:
+    """Fits a model, then PSNR, MS-SSIM and decode fps of the decoder rebuilt from its transmitted
+    state (what a receiver runs), and the training time."""
+    torch.manual_seed(train.seed)
+    model = create_model(name, config)
+    result = fit(model, video, train, progress=False)
+    decoder = type(model).from_transmitted(config, model.transmitted_state()).to(pick_device(train.device))
+    target = video.float().div(255).to(next(decoder.parameters()).device)
+    decoded, fps = decode_all(decoder, batch_size)
+    quality = ms_ssim(decoded, target)
+    return {
+        "model": name,
+        "parameters": model.parameter_counts()["transmitted"],
+        "psnr": psnr(decoded, target).mean().item(),
+        "ms_ssim": quality.values.mean().item(),
+        "ms_ssim_variant": quality.variant,
+        "decode_fps": fps,
+        "train_seconds": result.seconds,
+        "fit_psnr": result.report.psnr,
+    }
