@@ -211,7 +211,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
     _check_model_named(args)
     result = encode_video(
         _video_spec(args), args.output, model=args.model, preset=args.preset, lam=args.lam,
-        lambda_start=args.lambda_start, model_overrides=dict(args.set or []),
+        lambda_start=args.lambda_start, prune=args.prune, model_overrides=dict(args.set or []),
         train_overrides=_train_overrides(args), run_dir=args.run_dir, overwrite=args.overwrite,
         resume=args.resume, progress=not args.quiet, size=args.size, ablations=args.ablation,
     )
@@ -346,7 +346,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_video_args(p)
     p.add_argument("-o", "--output", required=True, help="the .tnrv file to write")
     p.add_argument("--lambda", dest="lam", type=float, help="rate weight of entropy-constrained models (larger = smaller file)")
-    p.add_argument("--lambda-start", type=float, default=0.8, help="fraction of epochs trained with lambda = 0 (default 0.8)")
+    p.add_argument("--lambda-start", type=float, default=0.8,
+                   help="fraction of epochs before the compression phase (lambda > 0, pruning, QAT); default 0.8")
+    p.add_argument("--prune", type=float, help="fraction of decoder weights to prune (post-training models; NeRV: 0.4)")
     p.add_argument("--run-dir", help="where training checkpoints go (default: OUTPUT.run)")
     _add_training_args(p, "replace an existing output and its run directory", "continue an interrupted encode")
     p.set_defaults(func=cmd_encode)

@@ -11,9 +11,10 @@ from typing import Any
 import torch
 
 from tnerv.codec.bitstream import read_file
-from tnerv.codec.constrained import ENTROPY_CONSTRAINED, POST_TRAINING, EntropyConstrained
-from tnerv.codec.container import SECTION_OVERHEAD, decoder_from_file, histogram_table, write_model_file
-from tnerv.codec.quantize import uniform_quantize
+from tnerv.codec.constrained import ENTROPY_CONSTRAINED, POST_TRAINING
+from tnerv.codec.container import SECTION_OVERHEAD, decoder_from_file, write_model_file
+from tnerv.codec.post_training import QuantizationAware
+from tnerv.codec.wrapper import CompressionWrapper
 from tnerv.errors import TnervError
 from tnerv.metrics import QualityReport, bits_per_pixel
 from tnerv.models import config_to_dict, load_preset, model_class
@@ -49,18 +50,29 @@ class EncodeResult:
         return asdict(self)
 
 
-def compression_settings(model: str, lam: float | None, lambda_start: float, init_bits: int) -> dict[str, Any]:
-    """The run's compression record: entropy-constrained for models trained that way, else post-training."""
+def compression_settings(
+    model: str, lam: float | None, phase_start: float, init_bits: int, prune: float | None = None
+) -> dict[str, Any]:
+    """The run's compression record: entropy-constrained for models trained that way, else
+    post-training quantisation (with the model's pruning and quantisation-aware fine-tuning)."""
     cls = model_class(model)
     if cls.compression == ENTROPY_CONSTRAINED:
         if lam is None:
             raise TnervError(f"{model} is trained with a rate term: give --lambda (e.g. 0.01, 0.1, 0.5, 1.0)")
         if lam < 0:
             raise TnervError(f"--lambda must be 0 or more, got {lam}")
-        return {"method": ENTROPY_CONSTRAINED, "lambda": lam, "lambda_start": lambda_start, "init_bits": init_bits}
+        if prune:
+            raise TnervError(f"{model} is compressed by its rate term; --prune does not apply")
+        return {"method": ENTROPY_CONSTRAINED, "lambda": lam, "lambda_start": phase_start, "init_bits": init_bits}
     if lam is not None:
         raise TnervError(f"{model} is compressed after training (quantisation + entropy coding); --lambda does not apply")
-    return {"method": POST_TRAINING, "bits": dict(cls.post_training_bits)}
+    prune = cls.post_training_prune if prune is None else prune
+    if not 0 <= prune < 1:
+        raise TnervError(f"--prune is the fraction of weights removed, in [0, 1); got {prune}")
+    return {
+        "method": POST_TRAINING, "bits": dict(cls.post_training_bits), "prune": prune,
+        "qat": cls.post_training_qat, "phase_start": phase_start,
+    }
 
 
 def _video_header(spec: VideoSpec, num_frames: int, height: int, width: int) -> dict[str, Any]:
@@ -78,18 +90,12 @@ def export_file(run_dir: str | Path, path: str | Path, frames: VideoFrames) -> t
     """Writes the fitted model of a run directory as a .tnrv file; returns the file's summary and
     the learned densities' payload estimate in bits (None for post-training quantisation)."""
     net, run, _ = load_run(run_dir, device="cpu")
-    compression = run.get("compression") or compression_settings(run["model"], None, 0.8, 8)
-    inner = net.model if isinstance(net, EntropyConstrained) else net
-    inner.prepare_export(frames)
-    state = inner.transmitted_state()
-    components = {name: inner.component_of(name) for name in state}
-    if isinstance(net, EntropyConstrained):
-        quantized = net.quantized_state()
-        table_for, estimate = net.frequency_table, net.estimated_bits(quantized)
-    else:
-        bits = compression["bits"]
-        quantized = {n: uniform_quantize(v, bits[components[n]]) for n, v in state.items()}
-        table_for, estimate = histogram_table, None
+    if not isinstance(net, CompressionWrapper):  # a plain `tnerv fit` run: the model's own method
+        settings = compression_settings(run["model"], None, 1.0, 8, prune=0.0)
+        net = QuantizationAware(net, settings["bits"])
+    net.prepare_export(frames)
+    quantized = net.quantized_state()
+    inner = net.model
     c = inner.config
     summary = write_model_file(
         path,
@@ -97,11 +103,11 @@ def export_file(run_dir: str | Path, path: str | Path, frames: VideoFrames) -> t
         config_to_dict(c),
         _video_header(VideoSpec.from_dict(run["video"]), c.num_frames, c.height, c.width),
         quantized,
-        components,
-        table_for,
-        extra={"method": compression["method"]},
+        {name: inner.component_of(name) for name in quantized},
+        net.frequency_table,
+        extra={"method": net.name},
     )
-    return summary, estimate
+    return summary, net.estimated_bits(quantized)
 
 
 def decoded_quality(path: str | Path, frames: VideoFrames, batch_size: int = 4) -> QualityReport:
@@ -119,6 +125,7 @@ def encode_video(
     lam: float | None = None,
     lambda_start: float = 0.8,
     init_bits: int = 8,
+    prune: float | None = None,
     model_overrides: dict[str, Any] | None = None,
     train_overrides: dict[str, Any] | None = None,
     run_dir: str | Path | None = None,
@@ -142,7 +149,7 @@ def encode_video(
         name = model or (load_preset(preset).model if preset else None)
         if name is None:
             raise TnervError("name a model (--model) or a preset (--preset)")
-        compression = compression_settings(name, lam, lambda_start, init_bits)
+        compression = compression_settings(name, lam, lambda_start, init_bits, prune)
     fitted = fit_run(
         video, run_dir, model=model, preset=preset, model_overrides=model_overrides,
         train_overrides=train_overrides, overwrite=overwrite, resume=resume, progress=progress,

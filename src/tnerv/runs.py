@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 import tnerv
-from tnerv.codec.constrained import ENTROPY_CONSTRAINED, EntropyConstrained
+from tnerv.codec.constrained import ENTROPY_CONSTRAINED, POST_TRAINING, EntropyConstrained
+from tnerv.codec.post_training import QuantizationAware
 from tnerv.errors import TnervError
 from tnerv.metrics import QualityReport
 from tnerv.models import VideoINR, config_to_dict, create_model, load_preset, make_config, model_class
@@ -108,6 +109,10 @@ def build_model(run: dict[str, Any]) -> VideoINR:
     if compression.get("method") == ENTROPY_CONSTRAINED:
         net = EntropyConstrained(
             net, compression["lambda"], compression["lambda_start"], compression["init_bits"]
+        )
+    elif compression.get("method") == POST_TRAINING:
+        net = QuantizationAware(
+            net, compression["bits"], compression["prune"], compression["qat"], compression["phase_start"]
         )
     return net
 

@@ -12,20 +12,14 @@ import torch
 
 import tnerv
 from tnerv.codec.bitstream import SECTION_OVERHEAD, BitstreamError, TensorSection, read_file, write_file
-from tnerv.codec.entropy import counts_from_symbols, decode_symbols, encode_symbols
+from tnerv.codec.entropy import decode_symbols, encode_symbols
 from tnerv.codec.quantize import QuantizedTensor
 from tnerv.errors import TnervError
 from tnerv.models import VideoINR, make_config, model_class
 from tnerv.models.base import TRANSMITTED_COMPONENTS
 
 TableFor = Callable[[str, np.ndarray], tuple[int, np.ndarray]]
-"""Gives (qmin, frequency table) for a tensor's name and symbols; the default is their histogram."""
-
-
-def histogram_table(name: str, symbols: np.ndarray) -> tuple[int, np.ndarray]:
-    """The frequency table of the symbols themselves (post-training quantisation)."""
-    qmin, qmax = int(symbols.min()), int(symbols.max())
-    return qmin, counts_from_symbols(symbols, qmin, qmax)
+"""Gives (qmin, frequency table) for a tensor's name and symbols."""
 
 
 @dataclass
@@ -46,7 +40,7 @@ def write_model_file(
     video: dict[str, Any],
     quantized: dict[str, QuantizedTensor],
     components: dict[str, str],
-    table_for: TableFor = histogram_table,
+    table_for: TableFor,
     extra: dict[str, Any] | None = None,
 ) -> FileSummary:
     """Entropy-codes quantised tensors into a .tnrv file with everything a decoder needs."""

@@ -80,6 +80,8 @@ class VideoINR(nn.Module):
     # entropy coding) or "entropy-constrained" (learned quantisers and densities, rate in the loss).
     compression: ClassVar[str] = "post-training"
     post_training_bits: ClassVar[dict[str, int]] = {"decoder": 8, "grids": 8, "embeddings": 8}
+    post_training_prune: ClassVar[float] = 0.0  # fraction of decoder weights pruned by magnitude
+    post_training_qat: ClassVar[bool] = False  # quantisation-aware fine-tuning in the last epochs
 
     def __init__(self, config: ModelConfig):
         super().__init__()

@@ -52,6 +52,7 @@ class FFNeRV(FlowGuidedOutput, VideoINR):
     config_class = FFNeRVConfig
     component_prefixes = {ENCODER: ("frame_buffer",), "grids": ("grids.",)}
     # FFNeRV's reference recipe: Adam (0.5, 0.999), lr 5e-4, 20% warm-up then cosine, 0.7 L1 + 0.3 (1-SSIM).
+    post_training_qat = True  # FFNeRV's compression: 8-bit quantisation-aware training, entropy coding
     train_defaults = {"lr": 5e-4, "betas": (0.5, 0.999), "warmup": 0.2, "loss": "fusion", "batch_size": 1}
 
     def __init__(self, config: FFNeRVConfig):

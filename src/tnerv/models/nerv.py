@@ -39,6 +39,9 @@ class NeRV(VideoINR):
     config_class = NeRVConfig
     # NeRV's reference recipe: Adam (0.5, 0.999), lr 5e-4, 20% warm-up then cosine, L1+SSIM loss.
     train_defaults = {"lr": 5e-4, "betas": (0.5, 0.999), "warmup": 0.2, "loss": "fusion", "batch_size": 1}
+    # NeRV's compression: global magnitude pruning (40%, one of its paper's points), fine-tuning,
+    # 8-bit quantisation, entropy coding.
+    post_training_prune = 0.4
 
     def __init__(self, config: NeRVConfig):
         super().__init__(config)
