@@ -63,6 +63,13 @@ def test_range_coding_round_trips_at_the_table_entropy():
     assert encode_symbols(np.zeros(0, dtype=np.int64), 0, counts) == b""
 
 
+def test_a_tensor_of_one_repeated_symbol_costs_nothing():
+    symbols = np.full(100, 7)
+    counts = counts_from_symbols(symbols, 7, 7)
+    assert encode_symbols(symbols, 7, counts) == b""
+    assert np.array_equal(decode_symbols(b"", 7, counts, 100), symbols)
+
+
 def test_learned_quantizer_rounds_with_a_straight_through_gradient():
     torch.manual_seed(0)
     x = torch.randn(1000, requires_grad=True)

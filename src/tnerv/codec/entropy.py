@@ -100,8 +100,8 @@ def _categorical(counts: np.ndarray) -> constriction.stream.model.Categorical:
 
 def encode_symbols(symbols: np.ndarray, qmin: int, counts: np.ndarray) -> bytes:
     """Range-codes integer symbols (all within qmin .. qmin + len(counts) - 1) with a frequency table."""
-    if symbols.size == 0:
-        return b""
+    if symbols.size == 0 or len(counts) == 1:
+        return b""  # nothing to say: a single possible symbol costs no bits
     encoder = constriction.stream.queue.RangeEncoder()
     encoder.encode((symbols.ravel() - qmin).astype(np.int32), _categorical(counts))
     return encoder.get_compressed().astype("<u4").tobytes()
@@ -109,8 +109,10 @@ def encode_symbols(symbols: np.ndarray, qmin: int, counts: np.ndarray) -> bytes:
 
 def decode_symbols(payload: bytes, qmin: int, counts: np.ndarray, size: int) -> np.ndarray:
     """Inverse of encode_symbols: `size` integer symbols."""
-    if size == 0:
-        return np.zeros(0, dtype=np.int64)
+    if size == 0 or len(counts) == 1:
+        if payload:
+            raise ValueError("a payload for a table of one symbol")
+        return np.full(size, qmin, dtype=np.int64)
     if len(payload) % 4:
         raise ValueError("a range-coded payload is a whole number of 32-bit words")
     words = np.frombuffer(payload, dtype="<u4").astype(np.uint32)
