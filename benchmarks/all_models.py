@@ -19,11 +19,9 @@ import torch
 
 from tnerv.models import list_models, load_preset, model_class
 from tnerv.models.sizing import solve_for_budget
-from tnerv.runs import VideoSpec, load_frames
 from tnerv.train import TrainConfig
-from tnerv.video import sample
 
-from common import fit_and_measure
+from common import add_clip_args, fit_and_measure, load_clip
 
 MODELS = ["nerv", "enerv", "cnerv", "ffnerv", "hnerv", "dnerv", "tnerv"]
 
@@ -41,20 +39,13 @@ def run(name: str, video: torch.Tensor, budget: int, epochs: int, device: str, b
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--frames", type=int, default=32)
-    parser.add_argument("--resize", default="128x256", help="HxW the clip is resized (and centre-cropped) to")
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--size", type=int, default=400_000, help="transmitted parameters of every model")
     parser.add_argument("--models", nargs="+", default=[m for m in MODELS if m in list_models()])
-    parser.add_argument("--batch-size", type=int, default=4, help="frames per batch while decoding")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--json", action="store_true")
+    add_clip_args(parser)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-
-    h, w = (int(v) for v in args.resize.lower().split("x"))
-    video = load_frames(VideoSpec(path=str(sample("bikes")), count=args.frames, resize=(h, w)))
+    video = load_clip(args)
+    h, w = video.shape[-2:]
     results = []
     for name in args.models:
         results.append(run(name, video, args.size, args.epochs, args.device, args.batch_size))

@@ -3,13 +3,16 @@ and measure quality and decoding speed the same way for every model."""
 
 from __future__ import annotations
 
+import argparse
 import time
 
 import torch
 
 from tnerv.metrics import ms_ssim, psnr
 from tnerv.models import ModelConfig, create_model
+from tnerv.runs import VideoSpec, load_frames
 from tnerv.train import TrainConfig, fit, pick_device
+from tnerv.video import sample
 
 
 @torch.no_grad()
@@ -46,3 +49,20 @@ def fit_and_measure(name: str, config: ModelConfig, train: TrainConfig, video: t
         "train_seconds": result.seconds,
         "fit_psnr": result.report.psnr,
     }
+
+
+def add_clip_args(parser: argparse.ArgumentParser) -> None:
+    """The options every benchmark takes: the clip, decoding batch, device and threads."""
+    parser.add_argument("--frames", type=int, default=32)
+    parser.add_argument("--resize", default="128x256", help="HxW the clip is resized (and centre-cropped) to")
+    parser.add_argument("--batch-size", type=int, default=4, help="frames per batch while decoding")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", action="store_true")
+
+
+def load_clip(args: argparse.Namespace) -> torch.Tensor:
+    """Sets the thread count and reads the bikes clip the options describe, uint8 (N, 3, H, W)."""
+    torch.set_num_threads(args.threads)
+    h, w = (int(v) for v in args.resize.lower().split("x"))
+    return load_frames(VideoSpec(path=str(sample("bikes")), count=args.frames, resize=(h, w)))

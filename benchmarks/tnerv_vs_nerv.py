@@ -22,11 +22,9 @@ from tnerv.models import load_preset
 from tnerv.models.nerv import NeRVConfig
 from tnerv.models.sizing import transmitted_size
 from tnerv.models.tnerv import TNeRV
-from tnerv.runs import VideoSpec, load_frames
 from tnerv.train import TrainConfig
-from tnerv.video import sample
 
-from common import fit_and_measure
+from common import add_clip_args, fit_and_measure, load_clip
 
 
 def nerv_config_matching(base: NeRVConfig, budget: int) -> NeRVConfig:
@@ -41,19 +39,12 @@ def nerv_config_matching(base: NeRVConfig, budget: int) -> NeRVConfig:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--frames", type=int, default=32)
-    parser.add_argument("--resize", default="128x256", help="HxW the clip is resized (and centre-cropped) to")
     parser.add_argument("--epochs", type=int, help="default: the T-NeRV preset's")
     parser.add_argument("--size", type=int, help="transmitted parameters of both (default: tnerv-s-cpu's size)")
-    parser.add_argument("--batch-size", type=int, default=4, help="frames per batch while decoding")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--json", action="store_true")
+    add_clip_args(parser)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-
-    h, w = (int(v) for v in args.resize.lower().split("x"))
-    video = load_frames(VideoSpec(path=str(sample("bikes")), count=args.frames, resize=(h, w)))
+    video = load_clip(args)
+    h, w = video.shape[-2:]
     n = video.shape[0]
     geometry = {"height": h, "width": w, "num_frames": n}
 
