@@ -11,9 +11,9 @@ from typing import Any
 import torch
 
 from tnerv.codec.bitstream import read_file
-from tnerv.codec.constrained import ENTROPY_CONSTRAINED, POST_TRAINING
-from tnerv.codec.container import SECTION_OVERHEAD, decoder_from_file, write_model_file
-from tnerv.codec.post_training import QuantizationAware
+from tnerv.codec.constrained import ENTROPY_CONSTRAINED
+from tnerv.codec.container import decoder_from_file, write_model_file
+from tnerv.codec.post_training import POST_TRAINING, QuantizationAware
 from tnerv.codec.wrapper import CompressionWrapper
 from tnerv.errors import TnervError
 from tnerv.metrics import QualityReport, bits_per_pixel
@@ -253,7 +253,7 @@ def inspect_file(path: str | Path) -> dict[str, Any]:
     by_component: dict[str, int] = {}
     tensors = []
     for entry, section in zip(header["tensors"], sections):
-        section_bytes = len(section.to_bytes()) + SECTION_OVERHEAD
+        section_bytes = section.size_in_file
         by_component[entry["component"]] = by_component.get(entry["component"], 0) + section_bytes
         tensors.append({**entry, "bytes": section_bytes, "payload_bytes": len(section.payload), "step": section.step})
     by_component["other"] = size - sum(by_component.values())

@@ -16,8 +16,8 @@ import numpy as np
 import torch
 
 import tnerv
-from tnerv.codec.constrained import ENTROPY_CONSTRAINED, POST_TRAINING, EntropyConstrained
-from tnerv.codec.post_training import QuantizationAware
+from tnerv.codec.constrained import ENTROPY_CONSTRAINED, EntropyConstrained
+from tnerv.codec.post_training import POST_TRAINING, QuantizationAware
 from tnerv.errors import TnervError
 from tnerv.metrics import QualityReport
 from tnerv.models import VideoINR, config_to_dict, create_model, load_preset, make_config, model_class

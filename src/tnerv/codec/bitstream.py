@@ -40,6 +40,11 @@ class TensorSection:
     counts: np.ndarray  # frequency table, uint32, each entry >= 1
     payload: bytes  # range-coded symbols
 
+    @property
+    def size_in_file(self) -> int:
+        """Bytes this section takes in a file: its body and framing."""
+        return len(self.to_bytes()) + SECTION_OVERHEAD
+
     def to_bytes(self) -> bytes:
         """The section body."""
         # Counts are 1..2^16: stored minus one as uint16 to halve the table.

@@ -20,7 +20,6 @@ from tnerv.errors import TnervError
 from tnerv.models.base import FrameSource, VideoINR
 
 ENTROPY_CONSTRAINED = "entropy-constrained"
-POST_TRAINING = "post-training"
 
 
 class EntropyConstrained(CompressionWrapper):

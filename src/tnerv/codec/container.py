@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 import tnerv
-from tnerv.codec.bitstream import SECTION_OVERHEAD, BitstreamError, TensorSection, read_file, write_file
+from tnerv.codec.bitstream import BitstreamError, TensorSection, read_file, write_file
 from tnerv.codec.entropy import decode_symbols, encode_symbols
 from tnerv.codec.quantize import QuantizedTensor
 from tnerv.errors import TnervError
@@ -61,7 +61,7 @@ def write_model_file(
         **(extra or {}),
     }
     size = write_file(path, header, sections)
-    by_tensor = {e["name"]: len(s.to_bytes()) + SECTION_OVERHEAD for e, s in zip(entries, sections)}
+    by_tensor = {e["name"]: s.size_in_file for e, s in zip(entries, sections)}
     by_component = {c: 0 for c in (*TRANSMITTED_COMPONENTS, "other")}
     for entry in entries:
         by_component[entry["component"]] += by_tensor[entry["name"]]

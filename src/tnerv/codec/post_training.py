@@ -16,6 +16,9 @@ from tnerv.codec.wrapper import CompressionWrapper
 from tnerv.models.base import VideoINR
 
 
+POST_TRAINING = "post-training"
+
+
 def fake_quantize(x: Tensor, bits: int) -> Tensor:
     """x rounded to its n-bit uniform grid in the forward pass, unchanged in the backward pass."""
     low, high = x.detach().min(), x.detach().max()
@@ -27,7 +30,7 @@ def fake_quantize(x: Tensor, bits: int) -> Tensor:
 class QuantizationAware(CompressionWrapper):
     """Post-training compression of a model, with pruning and quantisation-aware fine-tuning."""
 
-    name = "post-training"
+    name = POST_TRAINING
 
     def __init__(
         self, model: VideoINR, bits: dict[str, int], prune: float = 0.0, qat: bool = False, phase_start: float = 0.8
