@@ -1,17 +1,21 @@
 """Video input/output, colour conversion, sample clips and frame transforms."""
 
 from tnerv.video.colour import MATRICES, check_matrix, default_matrix, rgb_to_yuv420, yuv420_to_rgb, yuv_to_rgb
-from tnerv.video.io import DEFAULT_FPS, Video, VideoInfo, probe, read_video, write_frames, write_mp4
+from tnerv.video.datasets import DATASETS, Sequence, dataset_sequences
+from tnerv.video.io import DEFAULT_FPS, Video, VideoInfo, probe, read_video, write_frames, write_mp4, write_png
 from tnerv.video.samples import SAMPLES, sample
 from tnerv.video.transforms import resize_and_crop, to_tensor, to_uint8
 
 __all__ = [
+    "DATASETS",
     "DEFAULT_FPS",
     "MATRICES",
     "SAMPLES",
+    "Sequence",
     "Video",
     "VideoInfo",
     "check_matrix",
+    "dataset_sequences",
     "default_matrix",
     "probe",
     "read_video",
@@ -22,6 +26,7 @@ __all__ = [
     "to_uint8",
     "write_frames",
     "write_mp4",
+    "write_png",
     "yuv420_to_rgb",
     "yuv_to_rgb",
 ]

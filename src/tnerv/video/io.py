@@ -464,6 +464,14 @@ def _replace_with(final: Path, data: bytes) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def write_png(rgb: np.ndarray, path: str | Path) -> Path:
+    """Write one uint8 RGB frame (H, W, 3) as a lossless PNG file (atomically)."""
+    _check_frames(rgb[None])
+    path = Path(path)
+    _replace_with(path, _encode_png(rgb))
+    return path
+
+
 _FRAME_NAME = re.compile(r"frame_(\d+)\.png")
 
 
