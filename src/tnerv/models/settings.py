@@ -41,6 +41,7 @@ SETTINGS = {
         Setting("setting2", 960, 1920, 3_000_000, 600, "UVG at 1920x960, 3.0M parameters (supplementary C.3, Tab. 1)"),
         Setting("davis", 1080, 1920, 2_000_000, 60, "DAVIS validation at 1920x1080, first 60 frames, 2M (Tab. 4)"),
         Setting("mcl-jcv", 720, 1280, 5_000_000, 150, "MCL-JCV at 1280x720, 150 frames, 5M (Tab. 4)"),
+        Setting("uvg-1080p", 1080, 1920, 9_300_000, 600, "UVG at 1920x1080 for compression, 9.3M (supp. Tab. 8, Fig. 4)"),
     )
 }
 
@@ -72,6 +73,12 @@ _GEOMETRY: dict[str, dict[str, dict[str, Any]]] = {
     # Inferred for 1080p: DNeRV's difference embedding stays 2x45x80 (as at 720p), joining at 135x240.
     "davis": {"*": {"strides": _STRIDES_16_9[1080]}, "dnerv": {"fusion_block": 1, "diff_decoder_stride": 3}},
     "mcl-jcv": {"*": {"strides": _STRIDES_16_9[720]}, "dnerv": {"fusion_block": 2, "diff_decoder_stride": 4}},
+    # Compression at 1080p (as DAVIS's geometry); T-NeRV uses its published 9.3M config (Tab. 8).
+    "uvg-1080p": {
+        "*": {"strides": _STRIDES_16_9[1080]},
+        "dnerv": {"fusion_block": 1, "diff_decoder_stride": 3},
+        "tnerv": {"preset": "tnerv-9.3m-1080p"},
+    },
 }
 
 
