@@ -1,0 +1,387 @@
+"""Runs a bench: every (video, method, rate point) it needs, one result record each, resumable.
+
+An output folder holds
+  bench.json                       what the bench is (kind, dataset, protocol), checked on a rerun
+  runs/<video>/<unit>/             the run directory of each fit (checkpoints: a crash resumes there)
+  files/<video>/<unit>.tnrv|.hevc  compressed files (compression benches)
+  results/<video>/<unit>.json      one record per finished unit: a rerun skips these
+  frames/<video>/<unit>.png        the decoded middle frame of each unit (and original.png)
+and the tables, plots and report.html made from the records (`tnerv.bench.report`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from tnerv.anchors import ANCHOR_CODECS, encode_anchor, stream_suffix
+from tnerv.bench.protocols import Protocol
+from tnerv.codec.container import decoder_from_file
+from tnerv.compress import encode_video
+from tnerv.errors import TnervError
+from tnerv.metrics import psnr
+from tnerv.models import config_to_dict, list_models, load_preset, model_class
+from tnerv.models.base import VideoINR
+from tnerv.models.settings import base_config
+from tnerv.models.sizing import solve_for_budget
+from tnerv.runs import RUN_FILE, VideoSpec, fit_run, load_frames, load_run, write_json_atomic
+from tnerv.train import VideoFrames, pick_device
+from tnerv.video import probe, write_png
+from tnerv.video.datasets import Sequence
+
+BENCH_FILE = "bench.json"
+# Display names, as the paper's tables spell them.
+LABELS = {
+    "nerv": "NeRV", "enerv": "E-NeRV", "cnerv": "C-NeRV", "ffnerv": "FFNeRV", "hnerv": "HNeRV",
+    "dnerv": "DNeRV", "tnerv": "T-NeRV", "x265": "x265 (veryslow)", "x264": "x264 (veryslow)", "av1": "SVT-AV1",
+}
+ABLATION_NAMES = ("E1", "E2", "E3", "E4", "E5", "D1", "D2", "D3")
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One thing a bench measures: a method (model, ablated T-NeRV or anchor) at one rate point on one video."""
+
+    video: Sequence
+    method: str  # the record's row key: "tnerv", "hnerv", "tnerv-E1", "x265"
+    model: str | None = None  # the registry model; None for anchors
+    ablations: tuple[str, ...] = ()
+    lam: float | None = None
+    size: int | None = None
+    crf: int | None = None
+
+    @property
+    def point(self) -> str:
+        """Which rate point: "" for representation, else lambda=.., size=.. or crf=.."""
+        if self.lam is not None:
+            return f"lambda={self.lam:g}"
+        if self.crf is not None:
+            return f"crf={self.crf}"
+        return f"size={self.size}" if self.size is not None else ""
+
+    @property
+    def key(self) -> str:
+        """The unit's file name stem: unique per video."""
+        return re.sub(r"[^A-Za-z0-9_.-]", "_", f"{self.method}_{self.point}" if self.point else self.method)
+
+    @property
+    def label(self) -> str:
+        """The display name of the method."""
+        if self.ablations:
+            return f"T-NeRV ({'+'.join(self.ablations)})"
+        return LABELS.get(self.method, self.method)
+
+
+def parse_methods(bench: str, names: list[str] | None) -> list[str]:
+    """The methods a bench runs: models (and anchors for compression; ablations for the ablation bench)."""
+    models = list_models()
+    if bench == "ablation":
+        chosen = names or ["tnerv", *ABLATION_NAMES]
+        methods = []
+        for name in chosen:
+            short = name.upper().removeprefix("TNERV-")
+            if name.lower() == "tnerv":
+                methods.append("tnerv")
+            elif short in ABLATION_NAMES or all(part in ABLATION_NAMES for part in short.split("+")):
+                methods.append(f"tnerv-{short}")
+            else:
+                raise TnervError(f"unknown ablation {name!r}; available: tnerv, {', '.join(ABLATION_NAMES)} (or E1+D2)")
+        return methods
+    default = ["tnerv", "cnerv", "ffnerv", "hnerv", "x265"] if bench == "compression" else models
+    chosen = names or default
+    allowed = models + (list(ANCHOR_CODECS) if bench == "compression" else [])
+    for name in chosen:
+        if name not in allowed:
+            raise TnervError(f"unknown method {name!r} for the {bench} bench; available: {', '.join(allowed)}")
+    return list(dict.fromkeys(chosen))
+
+
+def plan_units(bench: str, protocol: Protocol, videos: list[Sequence], methods: list[str]) -> list[Unit]:
+    """Every unit of a bench, video by video."""
+    units = []
+    for video in videos:
+        for method in methods:
+            if method in ANCHOR_CODECS:
+                units += [Unit(video, method, crf=crf) for crf in protocol.crfs]
+            elif method.startswith("tnerv-"):
+                units.append(Unit(video, method, "tnerv", tuple(method.removeprefix("tnerv-").split("+"))))
+            elif bench != "compression":
+                units.append(Unit(video, method, method))
+            elif model_class(method).compression == "entropy-constrained":
+                units += [Unit(video, method, method, lam=lam, size=protocol.budget) for lam in protocol.lambdas]
+            else:
+                units += [Unit(video, method, method, size=size) for size in protocol.sizes]
+    return units
+
+
+def video_spec(video: Sequence, protocol: Protocol) -> VideoSpec:
+    """The frames a protocol takes from a video: its selection, resized and centre-cropped."""
+    count = video.count if protocol.num_frames is None else protocol.num_frames
+    if video.count is not None and count is not None:
+        count = min(count, video.count)
+    return VideoSpec(
+        path=video.path, start=video.start, count=count, resize=(protocol.height, protocol.width),
+        yuv_size=video.yuv_size, matrix=video.matrix,
+    )
+
+
+def model_config(unit: Unit, protocol: Protocol, num_frames: int) -> dict[str, Any]:
+    """The unit's model config: the setting's (paper) or the CPU preset's geometry, ablated, scaled to size."""
+    model = unit.model
+    assert model is not None
+    if protocol.scale == "cpu":
+        config = load_preset(f"{model}-s-cpu").config(height=protocol.height, width=protocol.width, num_frames=num_frames)
+    else:
+        config = base_config(model, protocol.setting, num_frames)
+    if unit.ablations:
+        config = model_class(model).apply_ablations(config, list(unit.ablations))
+    config, _ = solve_for_budget(model, config, unit.size or protocol.budget, protocol.size_tolerance)
+    return config_to_dict(config)
+
+
+def _train_setup(unit: Unit, protocol: Protocol) -> tuple[str | None, dict[str, Any]]:
+    """The preset whose training recipe a unit uses (CPU scale), and the protocol's epochs."""
+    preset = f"{unit.model}-s-cpu" if protocol.scale == "cpu" else None
+    return preset, {"epochs": protocol.epochs}
+
+
+def timed_decode(
+    build: Callable[[], VideoINR], num_frames: int, keep: int, device: torch.device, passes: int = 2
+) -> tuple[float, torch.Tensor]:
+    """Frames per second of building a decoder and decoding every frame, one at a time (as a player
+    would), and the decoded frame `keep` as uint8 (3, H, W). A first frame is decoded before the
+    clock starts, so that one-off start-up costs (kernel selection, allocation) are not counted, and
+    the fastest of `passes` passes counts, so that a busy machine disturbs the figure less."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    next(build().reconstruct(torch.zeros(1, dtype=torch.long, device=device), None, 1))
+    best, kept = 0.0, None
+    for _ in range(passes):
+        sync()
+        started = time.perf_counter()
+        decoder = build()
+        for idx, out in decoder.reconstruct(torch.arange(num_frames, device=device), None, 1):
+            if idx[0].item() == keep:
+                kept = torch.round(out[0].float() * 255).to(torch.uint8).cpu()
+        sync()
+        best = max(best, num_frames / (time.perf_counter() - started))
+    assert kept is not None
+    return best, kept
+
+
+@dataclass
+class BenchRun:
+    """A bench in an output folder: what it runs and where each result goes."""
+
+    bench: str
+    dataset: str
+    protocol: Protocol
+    videos: list[Sequence]
+    methods: list[str]
+    out: Path
+    progress: bool = True
+    log: Callable[[str], None] = print
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+    def check_folder(self) -> None:
+        """Writes bench.json, or checks that the folder holds this same bench (a rerun skips finished units)."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        protocol = {k: v for k, v in self.protocol.to_dict().items() if k != "bench"}
+        stored = {"bench": _record_kind(self.bench), "dataset": self.dataset, "protocol": protocol}
+        path = self.out / BENCH_FILE
+        if path.exists():
+            previous = json.loads(path.read_text())
+            for key in ("bench", "dataset", "protocol"):
+                if previous.get(key) != stored[key]:
+                    raise TnervError(
+                        f"{self.out} holds another bench ({key}: {_short(previous.get(key))}, now {_short(stored[key])});"
+                        " choose another --out"
+                    )
+        else:
+            write_json_atomic(stored, path)
+
+    def run(self) -> list[dict[str, Any]]:
+        """Runs every unit not finished yet and returns all the records, finished before or now."""
+        self.check_folder()
+        units = plan_units(self.bench, self.protocol, self.videos, self.methods)
+        self.records = []
+        for i, unit in enumerate(units, start=1):
+            path = self.out / "results" / unit.video.name / f"{unit.key}.json"
+            tag = f"[{i}/{len(units)}] {unit.video.name} {unit.label} {unit.point}".rstrip()
+            if path.exists():
+                self.log(f"{tag}: done before, skipped")
+                self.records.append(json.loads(path.read_text()))
+                continue
+            self.log(f"{tag}: running")
+            record = self.run_unit(unit)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(record, path)
+            self.records.append(record)
+            self.log(f"{tag}: {_summary(record)}")
+        return self.records
+
+    # -- units ---------------------------------------------------------------------------------------
+
+    def _frames(self, video: Sequence) -> tuple[VideoSpec, torch.Tensor]:
+        spec = video_spec(video, self.protocol)
+        return spec, load_frames(spec)
+
+    def _base_record(self, unit: Unit, frames: torch.Tensor, keep: int) -> dict[str, Any]:
+        n, _, h, w = frames.shape
+        original = self.out / "frames" / unit.video.name / "original.png"
+        if not original.exists():
+            original.parent.mkdir(parents=True, exist_ok=True)
+            write_png(_as_numpy(frames[keep : keep + 1])[0], original)
+        return {
+            "bench": _record_kind(self.bench), "scale": self.protocol.scale, "scale_label": self.protocol.label,
+            "dataset": self.dataset, "video": unit.video.name, "method": unit.method, "method_label": unit.label,
+            "point": unit.point, "num_frames": n, "height": h, "width": w, "frame_index": keep,
+            "original_png": str(original.relative_to(self.out)),
+            "parameters": None, "bpp": None, "num_bytes": None, "bytes_by_component": None, "epochs": None,
+        }
+
+    def _keep_frame(self, record: dict[str, Any], unit: Unit, frame: torch.Tensor, original: torch.Tensor) -> None:
+        path = self.out / "frames" / unit.video.name / f"{unit.key}.png"
+        write_png(_as_numpy(frame[None])[0], path)
+        record["frame_png"] = str(path.relative_to(self.out))
+        record["frame_psnr"] = psnr(frame[None].float() / 255, original[None].float() / 255).item()
+
+    def run_unit(self, unit: Unit) -> dict[str, Any]:
+        """Fits, encodes or runs the anchor of one unit and measures it."""
+        spec, frames = self._frames(unit.video)
+        keep = frames.shape[0] // 2
+        record = self._base_record(unit, frames, keep)
+        if unit.model is None:
+            result, decoded = encode_anchor(
+                _as_numpy(frames), unit.method, unit.crf, fps=_fps(spec),
+                matrix=spec.matrix, stream_path=self._file(unit, stream_suffix(unit.method)),
+            )
+            record.update(
+                psnr=result.psnr, ms_ssim=result.ms_ssim, ms_ssim_variant=result.ms_ssim_variant, bpp=result.bpp,
+                num_bytes=result.num_bytes, encode_seconds=result.encode_seconds, decode_fps=result.decode_fps,
+                anchor={"preset": result.preset, "pix_fmt": result.pix_fmt, "matrix": result.matrix}, device="cpu",
+            )
+            self._keep_frame(record, unit, torch.from_numpy(decoded[keep]).permute(2, 0, 1), frames[keep])
+            return record
+        run_dir = self.out / "runs" / unit.video.name / unit.key
+        resume = (run_dir / RUN_FILE).exists()
+        config = model_config(unit, self.protocol, frames.shape[0])
+        preset, train = _train_setup(unit, self.protocol)
+        device = pick_device("auto")
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        if self.bench == "compression":
+            path = self._file(unit, ".tnrv")
+            path.unlink(missing_ok=True)  # a file left by a crash before its record was written
+            result = encode_video(
+                spec, path, unit.model, preset, lam=unit.lam, model_overrides=config, train_overrides=train,
+                run_dir=run_dir, resume=resume, progress=self.progress,
+            )
+            fps, frame = timed_decode(lambda: decoder_from_file(path, device)[0], result.num_frames, keep, device)
+            record.update(
+                psnr=result.psnr, ms_ssim=result.ms_ssim, ms_ssim_variant=result.ms_ssim_variant, bpp=result.bpp,
+                num_bytes=result.num_bytes, bytes_by_component=result.bytes_by_component,
+                parameters=result.parameters["transmitted"], encode_seconds=result.encode_seconds, decode_fps=fps,
+                method_detail=result.method, file=str(path.relative_to(self.out)),
+            )
+        else:
+            fitted = fit_run(
+                spec, run_dir, unit.model, preset, model_overrides=config, train_overrides=train,
+                resume=resume, progress=self.progress,
+            )
+            net, run, _ = load_run(run_dir, device=str(device))
+            net.prepare_export(VideoFrames(frames, device))
+            state, cls, cfg = net.transmitted_state(), type(net), net.config
+            fps, frame = timed_decode(lambda: cls.from_transmitted(cfg, state).to(device), frames.shape[0], keep, device)
+            record.update(
+                psnr=fitted.report.psnr, ms_ssim=fitted.report.ms_ssim, ms_ssim_variant=fitted.report.ms_ssim_variant,
+                parameters=fitted.parameters["transmitted"], encode_seconds=fitted.train_seconds, decode_fps=fps,
+                epochs=fitted.epochs, ablations=list(unit.ablations),
+            )
+        record["device"] = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+        if device.type == "cuda":
+            record["peak_memory_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
+        self._keep_frame(record, unit, frame, frames[keep])
+        return record
+
+    def _file(self, unit: Unit, suffix: str) -> Path:
+        path = self.out / "files" / unit.video.name / f"{unit.key}{suffix}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+def _record_kind(bench: str) -> str:
+    # The timing bench measures the representation runs (Tab. 5 beside Tab. 4): they share a folder.
+    return "representation" if bench == "timing" else bench
+
+
+def _fps(spec: VideoSpec) -> float:
+    return probe(spec.path, size=spec.yuv_size).fps / spec.step
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, dict):
+        return value.get("label", json.dumps(value)[:80])
+    return str(value)
+
+
+def _summary(record: dict[str, Any]) -> str:
+    rate = f", {record['bpp']:.4f} bpp" if record.get("bpp") is not None else ""
+    return (
+        f"PSNR {record['psnr']:.2f} dB, MS-SSIM {record['ms_ssim']:.4f}{rate}, "
+        f"{record['encode_seconds'] / 60:.1f} min, decodes at {record['decode_fps']:.1f} fps"
+    )
+
+
+def _as_numpy(frames: torch.Tensor) -> np.ndarray:
+    """(N, 3, H, W) uint8 tensor -> (N, H, W, 3) array, as the video writers and anchors take them."""
+    return frames.permute(0, 2, 3, 1).contiguous().numpy()
+
+
+@dataclass
+class BenchOutcome:
+    """A finished bench: its records and the files made from them."""
+
+    records: list[dict[str, Any]]
+    tables: list[Path]
+    plots: list[Path]
+    report: Path
+
+
+def write_outputs(records: list[dict[str, Any]], out: Path, bench: str) -> tuple[list[Path], list[Path], Path]:
+    """Tables (markdown and CSV), plots and the HTML report of a bench's records."""
+    from tnerv.bench.plots import write_plots
+    from tnerv.bench.report import write_report
+    from tnerv.bench.tables import write_tables
+
+    # The timing bench shows the representation runs' timing: the tables pick records by bench kind.
+    shown = [{**r, "bench": bench} for r in records]
+    tables = write_tables(shown, out / "tables", bench)
+    plots = write_plots(shown, out / "plots", bench)
+    return tables, plots, write_report(shown, out, bench)
+
+
+def run_bench(
+    bench: str,
+    protocol: Protocol,
+    videos: list[Sequence],
+    methods: list[str] | None = None,
+    out: str | Path = "bench-out",
+    dataset: str = "samples",
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> BenchOutcome:
+    """Runs (or resumes) a bench into `out` and writes its tables, plots and report."""
+    if not videos:
+        raise TnervError("the bench has no videos to run on")
+    run = BenchRun(bench, dataset, protocol, videos, parse_methods(bench, methods), Path(out), progress, log)
+    records = run.run()
+    tables, plots, report = write_outputs(records, Path(out), bench)
+    return BenchOutcome(records, tables, plots, report)
