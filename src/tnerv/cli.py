@@ -295,6 +295,75 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_anchor(args: argparse.Namespace) -> int:
+    from tnerv.anchors import crf_range, encode_anchor, stream_suffix
+    from tnerv.runs import load_frames, write_json_atomic
+    from tnerv.video import probe
+
+    crfs = list(dict.fromkeys(args.crf))  # a CRF listed twice is encoded once
+    lo, hi = crf_range(args.codec)
+    bad = [c for c in crfs if not lo <= c <= hi]
+    if bad:  # checked before any encode, so no half-finished set of streams is left behind
+        raise TnervError(f"{args.codec} --crf must be in {lo}..{hi}, got {bad[0]}")
+    out = Path(args.out) if args.out else None
+    stem = f"{Path(args.video).stem}-{args.codec}" + ("-444" if args.pix_fmt == "yuv444p" else "")
+    streams = {c: out / f"{stem}-crf{c}{stream_suffix(args.codec)}" for c in crfs} if out else {}
+    targets = [*streams.values(), out / "anchor.json"] if out else []
+    for target in targets:
+        if target.exists():
+            raise TnervError(f"{target} exists; choose another --out or remove it")
+    spec = _video_spec(args)
+    fps = probe(args.video, size=args.yuv_size).fps
+    frames = load_frames(spec).permute(0, 2, 3, 1).numpy()
+    results = [
+        encode_anchor(frames, args.codec, c, pix_fmt=args.pix_fmt, preset=args.preset, fps=fps,
+                      matrix=args.matrix, stream_path=streams.get(c))[0]
+        for c in crfs
+    ]
+    doc = {"video": asdict(spec), "fps": fps, "results": [r.to_dict() for r in results]}
+    if out:
+        write_json_atomic(doc, out / "anchor.json")
+    r0 = results[0]
+    lines = [
+        f"{args.codec} anchor (preset {r0.preset}, no frame reordering), {r0.pix_fmt}, {r0.matrix} matrix: "
+        f"{r0.num_frames} frames of {r0.width}x{r0.height} from {args.video}",
+        f"{'crf':>4} {'bytes':>10} {'bpp':>8} {'PSNR dB':>8} {'MS-SSIM':>8} {'enc s':>7} {'dec fps':>8}",
+        *(f"{r.crf:>4} {r.num_bytes:>10,} {r.bpp:>8.4f} {r.psnr:>8.2f} {r.ms_ssim:>8.4f} "
+          f"{r.encode_seconds:>7.2f} {r.decode_fps:>8.1f}" for r in results),
+        f"bytes: raw elementary stream, no container; PSNR and MS-SSIM on RGB; MS-SSIM is {r0.ms_ssim_variant}",
+    ]
+    if out:
+        lines.append(f"streams and anchor.json written to {out}")
+    _print(doc, args.json, "\n".join(lines))
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from tnerv.bench.protocols import protocol
+    from tnerv.bench.runner import run_bench
+    from tnerv.video.datasets import Sequence, dataset_sequences
+
+    chosen = protocol(
+        args.kind, args.setting, args.scale, args.epochs, args.frames, args.resize, args.budget,
+        tuple(args.lambdas) if args.lambdas else None, tuple(args.crf) if args.crf else None,
+    )
+    if args.videos:
+        dataset = "videos"
+        videos = [Sequence("videos", Path(v).stem, v, yuv_size=args.yuv_size, matrix=args.matrix) for v in args.videos]
+    else:
+        dataset = args.dataset
+        videos = dataset_sequences(args.dataset, args.data_root, args.sequences)
+    out = Path(args.out or f"bench-{args.kind}-{dataset}-{chosen.setting}-{chosen.scale}")
+    log = (lambda line: None) if args.json else print
+    if not args.json:
+        print(f"tnerv bench {args.kind}: {len(videos)} video(s) of {dataset}; {chosen.label}; output in {out}")
+    outcome = run_bench(args.kind, chosen, videos, args.models, out, dataset, progress=not args.quiet, log=log)
+    written = [*outcome.tables, *outcome.plots, outcome.report]
+    text = f"{len(outcome.records)} results; tables in {out / 'tables'}, plots in {out / 'plots'}; report: {outcome.report}"
+    _print({"records": outcome.records, "written": [str(p) for p in written]}, args.json, text)
+    return 0
+
+
 def _add_training_args(p: argparse.ArgumentParser, overwrite_help: str, resume_help: str) -> None:
     p.add_argument("--model", help="model name (see `tnerv models`)")
     p.add_argument("--preset", help="a preset name (see `tnerv models`)")
@@ -385,6 +454,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("anchor", help="encode a video with x265, x264 or SVT-AV1 at CRF points (codec anchors)")
+    # tnerv.anchors.ANCHOR_CODECS, listed here so building the parser needs no torch import.
+    p.add_argument("codec", choices=["x265", "x264", "av1"])
+    _add_video_args(p)
+    p.add_argument("--crf", type=int, nargs="+", default=[22, 27, 32, 37], help="CRF points (default 22 27 32 37)")
+    p.add_argument("--pix-fmt", choices=["yuv420p", "yuv444p"], default="yuv420p", help="default yuv420p")
+    p.add_argument("--preset", help="encoder preset (default: veryslow for x265/x264, 8 for SVT-AV1)")
+    p.add_argument("--frames", type=int, help="number of frames to use (default: all)")
+    p.add_argument("--start", type=int, default=0, help="first frame (default 0)")
+    p.add_argument("--resize", type=_hw, metavar="HxW", help="resize and centre-crop frames to HxW")
+    p.add_argument("--out", help="folder for the raw streams and anchor.json")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_anchor, step=1)
+
+    p = sub.add_parser(
+        "bench", help="run the paper's experiments (tables, RD curves, BD statistics, timing, HTML report)"
+    )
+    p.add_argument("kind", choices=["representation", "compression", "ablation", "timing"])
+    p.add_argument("--dataset", default="samples", help="samples (default), uvg, davis or mcl-jcv")
+    p.add_argument("--data-root", metavar="DIR", help="the local copy of the dataset")
+    p.add_argument("--sequences", nargs="+", metavar="NAME", help="only these sequences of the dataset")
+    p.add_argument("--videos", nargs="+", metavar="VIDEO", help="your own videos instead of a dataset")
+    p.add_argument("--yuv-size", type=_wh, metavar="WxH", help="frame size of raw .yuv files given with --videos")
+    p.add_argument("--matrix", choices=["bt601", "bt709"], help="YUV->RGB matrix of --videos")
+    p.add_argument(
+        "--models", nargs="+", metavar="M",
+        help="models (compression: also x265, x264, av1; ablation: tnerv, E1..E5, D1..D3, E3+D1)",
+    )
+    p.add_argument("--setting", help="setting1, setting2, davis, mcl-jcv, uvg-1080p (default: the bench's)")
+    p.add_argument("--scale", choices=["paper", "cpu"], default="cpu", help="paper (GPU) or cpu (default)")
+    p.add_argument("--epochs", type=int, help="override the scale's epochs")
+    p.add_argument("--frames", type=int, help="override the scale's frame count")
+    p.add_argument("--resize", type=_hw, metavar="HxW", help="override the scale's frame size")
+    p.add_argument("--budget", type=_count, help="override the scale's size budget (e.g. 400k)")
+    p.add_argument("--lambdas", type=float, nargs="+", help="compression: rate points of entropy-constrained models")
+    p.add_argument("--crf", type=int, nargs="+", help="compression: CRF points of the codec anchors (default 22 27 32 37)")
+    p.add_argument("--out", help="output folder (a rerun skips finished runs)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_bench)
     return parser
 
 

@@ -1,0 +1,103 @@
+"""The bench runner: units, records, resumption, and the protocol guard of an output folder."""
+
+import json
+
+import pytest
+
+from tnerv.bench.protocols import protocol
+from tnerv.bench.runner import BenchRun, Unit, parse_methods, plan_units
+from tnerv.errors import TnervError
+from tnerv.metrics import bits_per_pixel
+from tnerv.video.datasets import dataset_sequences
+
+TINY = {"frames": 4, "resize": (32, 64), "budget": 20_000, "epochs": 2}
+
+
+def tiny_protocol(bench: str, **changes):
+    from dataclasses import replace
+
+    return replace(protocol(bench, **TINY), **changes)
+
+
+def bench_run(bench, out, methods, lines=None, **changes):
+    videos = dataset_sequences("samples", names=["bikes"])
+    return BenchRun(
+        bench, "samples", tiny_protocol(bench, **changes), videos, parse_methods(bench, methods), out,
+        progress=False, log=(lines.append if lines is not None else lambda line: None),
+    )
+
+
+def test_methods_and_units_follow_the_bench():
+    p = tiny_protocol("compression", lambdas=(0.1, 1.0), size_factors=(1.0, 2.0), crfs=(27, 37))
+    video = dataset_sequences("samples", names=["bikes"])[0]
+    units = plan_units("compression", p, [video], parse_methods("compression", ["tnerv", "hnerv", "x265"]))
+    assert [u.point for u in units] == ["lambda=0.1", "lambda=1", "size=20000", "size=40000", "crf=27", "crf=37"]
+    assert len({u.key for u in units}) == len(units)
+    ablations = parse_methods("ablation", ["tnerv", "E1", "tnerv-d2", "E3+D1"])
+    assert ablations == ["tnerv", "tnerv-E1", "tnerv-D2", "tnerv-E3+D1"]
+    unit = plan_units("ablation", p, [video], ["tnerv-E3+D1"])[0]
+    assert (unit.model, unit.ablations, unit.label) == ("tnerv", ("E3", "D1"), "T-NeRV (E3+D1)")
+    with pytest.raises(TnervError, match="unknown method 'x265'"):
+        parse_methods("representation", ["x265"])
+    with pytest.raises(TnervError, match="unknown ablation 'E9'"):
+        parse_methods("ablation", ["E9"])
+
+
+def test_representation_bench_records_and_skips_finished_runs(tmp_path):
+    lines: list[str] = []
+    run = bench_run("representation", tmp_path, ["nerv", "hnerv"], lines)
+    records = run.run()
+    assert [r["method"] for r in records] == ["nerv", "hnerv"]
+    for r in records:
+        assert r["num_frames"] == 4 and (r["height"], r["width"]) == (32, 64)
+        assert abs(r["parameters"] / 20_000 - 1) < 0.05
+        assert 5 < r["psnr"] < 60 and 0 < r["ms_ssim"] <= 1 and r["decode_fps"] > 0
+        assert (tmp_path / r["frame_png"]).stat().st_size > 0 and (tmp_path / r["original_png"]).exists()
+        assert r["scale_label"].startswith("CPU scale (setting1): 32x64, 4 frames, 20k parameters, 2 epochs")
+    stored = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "results" / "bikes").iterdir()}
+
+    again: list[str] = []
+    assert bench_run("representation", tmp_path, ["nerv", "hnerv"], again).run() == records
+    assert all(line.endswith("done before, skipped") for line in again)
+    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "results" / "bikes").iterdir()} == stored
+
+    # The timing bench reads the same runs; another protocol in the same folder is refused.
+    assert bench_run("timing", tmp_path, ["nerv"], setting="setting1").run() == records[:1]
+    with pytest.raises(TnervError, match="holds another bench"):
+        bench_run("representation", tmp_path, ["nerv"], epochs=3).run()
+
+
+def test_a_crashed_bench_resumes_where_it_stopped(tmp_path, monkeypatch):
+    run = bench_run("representation", tmp_path, ["nerv", "cnerv"])
+    original = BenchRun.run_unit
+
+    def crash_on_cnerv(self, unit: Unit):
+        if unit.method == "cnerv":
+            raise KeyboardInterrupt
+        return original(self, unit)
+
+    monkeypatch.setattr(BenchRun, "run_unit", crash_on_cnerv)
+    with pytest.raises(KeyboardInterrupt):
+        run.run()
+    monkeypatch.setattr(BenchRun, "run_unit", original)
+    lines: list[str] = []
+    records = bench_run("representation", tmp_path, ["nerv", "cnerv"], lines).run()
+    assert lines[0].endswith("done before, skipped") and lines[1].endswith("running")
+    assert [r["method"] for r in records] == ["nerv", "cnerv"]
+
+
+def test_compression_bench_measures_real_files_and_anchors(tmp_path):
+    run = bench_run(
+        "compression", tmp_path, ["tnerv", "hnerv", "x265"], lambdas=(0.1,), size_factors=(1.0,), crfs=(27, 37)
+    )
+    records = {(r["method"], r["point"]): r for r in run.run()}
+    assert set(records) == {("tnerv", "lambda=0.1"), ("hnerv", "size=20000"), ("x265", "crf=27"), ("x265", "crf=37")}
+    for r in records.values():
+        size = (tmp_path / r.get("file", f"files/bikes/{r['method']}_{r['point'].replace('=', '_')}.hevc")).stat().st_size
+        assert r["num_bytes"] == size
+        assert r["bpp"] == pytest.approx(bits_per_pixel(size, 4, 32, 64))
+        assert r["frame_psnr"] > 10 and r["decode_fps"] > 0
+    assert sum(records[("tnerv", "lambda=0.1")]["bytes_by_component"].values()) == records[("tnerv", "lambda=0.1")]["num_bytes"]
+    low, high = records[("x265", "crf=27")], records[("x265", "crf=37")]
+    assert low["num_bytes"] > high["num_bytes"] and low["psnr"] > high["psnr"]
+    assert json.loads((tmp_path / "bench.json").read_text())["bench"] == "compression"
