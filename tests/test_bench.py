@@ -101,3 +101,10 @@ def test_compression_bench_measures_real_files_and_anchors(tmp_path):
     low, high = records[("x265", "crf=27")], records[("x265", "crf=37")]
     assert low["num_bytes"] > high["num_bytes"] and low["psnr"] > high["psnr"]
     assert json.loads((tmp_path / "bench.json").read_text())["bench"] == "compression"
+
+
+def test_a_size_no_model_reaches_fails_before_anything_runs(tmp_path):
+    out = tmp_path / "bench"
+    with pytest.raises(TnervError, match="HNeRV on bikes: hnerv cannot be scaled to 500 parameters"):
+        bench_run("representation", out, ["hnerv", "nerv"], budget=500).run()
+    assert not out.exists()

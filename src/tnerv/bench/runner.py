@@ -209,8 +209,9 @@ class BenchRun:
 
     def run(self) -> list[dict[str, Any]]:
         """Runs every unit not finished yet and returns all the records, finished before or now."""
-        self.check_folder()
         units = plan_units(self.bench, self.protocol, self.videos, self.methods)
+        self.check_sizes(units)
+        self.check_folder()
         self.records = []
         for i, unit in enumerate(units, start=1):
             path = self.out / "results" / unit.video.name / f"{unit.key}.json"
@@ -226,6 +227,21 @@ class BenchRun:
             self.records.append(record)
             self.log(f"{tag}: {_summary(record)}")
         return self.records
+
+    def check_sizes(self, units: list[Unit]) -> None:
+        """Solves every model's size before anything runs, so that a size no model can reach fails
+        in a second rather than after hours of other fits."""
+        frame_counts: dict[str, int] = {}
+        for unit in units:
+            if unit.model is None:
+                continue
+            if unit.video.name not in frame_counts:
+                frame_counts[unit.video.name] = _frame_count(video_spec(unit.video, self.protocol))
+            try:
+                model_config(unit, self.protocol, frame_counts[unit.video.name])
+            except TnervError as exc:
+                where = " ".join(filter(None, (unit.label, unit.point, "on", unit.video.name)))
+                raise TnervError(f"{where}: {exc}") from None
 
     # -- units ---------------------------------------------------------------------------------------
 
@@ -289,7 +305,7 @@ class BenchRun:
                 psnr=result.psnr, ms_ssim=result.ms_ssim, ms_ssim_variant=result.ms_ssim_variant, bpp=result.bpp,
                 num_bytes=result.num_bytes, bytes_by_component=result.bytes_by_component,
                 parameters=result.parameters["transmitted"], encode_seconds=result.encode_seconds, decode_fps=fps,
-                method_detail=result.method, file=str(path.relative_to(self.out)),
+                method_detail=result.method, file=str(path.relative_to(self.out)), epochs=self.protocol.epochs,
             )
         else:
             fitted = fit_run(
@@ -320,6 +336,13 @@ class BenchRun:
 def _record_kind(bench: str) -> str:
     # The timing bench measures the representation runs (Tab. 5 beside Tab. 4): they share a folder.
     return "representation" if bench == "timing" else bench
+
+
+def _frame_count(spec: VideoSpec) -> int:
+    """How many frames a spec selects, from the source's header (no decoding)."""
+    total = probe(spec.path, size=spec.yuv_size).num_frames
+    selected = len(range(spec.start, total, spec.step))
+    return selected if spec.count is None else min(spec.count, selected)
 
 
 def _fps(spec: VideoSpec) -> float:
