@@ -34,6 +34,7 @@ METRICS = {"psnr": ("PSNR", "dB", 2), "ms_ssim": ("MS-SSIM", "", 4)}
 COMPONENTS = ("decoder", "grids", "embeddings", "other")
 MISSING = "–"  # no record for this cell
 UNDEFINED = "n/a"  # a value that could not be computed (e.g. RD curves that do not overlap)
+NA_NOTE = "n/a = curves that do not overlap or have too few points (cubic: 4)"
 
 
 @dataclass
@@ -320,7 +321,7 @@ def bd_table(records: Sequence[Record], reference: str = "tnerv", metric: str = 
     ref = labels[reference]
     note = (
         f"{ref} against each method ({method} fit of {METRICS[metric][0]} over bpp, mean over videos): "
-        f"negative BD-Rate = {ref} needs fewer bits for the same quality; n/a = curves do not overlap"
+        f"negative BD-Rate = {ref} needs fewer bits for the same quality; {NA_NOTE}"
     )
     return Table(
         name=f"bd_{metric}",
@@ -354,7 +355,7 @@ def bd_table_per_video(
         title=f"{stat_label} of {ref} per video ({METRICS[metric][0]}, {dataset_of(rated)})",
         columns=["Video", *(labels[m] for m in others)],
         rows=rows,
-        caption=caption_for(rated, f"{ref} against each method, {method} fit; n/a = curves do not overlap"),
+        caption=caption_for(rated, f"{ref} against each method, {method} fit; {NA_NOTE}"),
     )
 
 
