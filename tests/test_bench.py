@@ -102,9 +102,59 @@ def test_compression_bench_measures_real_files_and_anchors(tmp_path):
     assert low["num_bytes"] > high["num_bytes"] and low["psnr"] > high["psnr"]
     assert json.loads((tmp_path / "bench.json").read_text())["bench"] == "compression"
 
+    # More rate points join the same folder: only the new one runs.
+    lines: list[str] = []
+    bench_run(
+        "compression", tmp_path, ["tnerv", "hnerv", "x265"], lines, lambdas=(0.1,), size_factors=(1.0,), crfs=(27, 37, 45)
+    ).run()
+    assert [line for line in lines if line.endswith("running")] == ["[5/5] bikes x265 (veryslow) crf=45: running"]
+
 
 def test_a_size_no_model_reaches_fails_before_anything_runs(tmp_path):
     out = tmp_path / "bench"
     with pytest.raises(TnervError, match="HNeRV on bikes: hnerv cannot be scaled to 500 parameters"):
         bench_run("representation", out, ["hnerv", "nerv"], budget=500).run()
     assert not out.exists()
+
+
+def run_cli(capsys, *args: str) -> tuple[int, str, str]:
+    from tnerv.cli import main
+
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_the_bench_command_writes_tables_plots_and_report_and_reruns_in_place(capsys, tmp_path):
+    args = [
+        "bench", "representation", "--sequences", "carphone", "--models", "nerv", "hnerv", "--frames", "4",
+        "--resize", "32x64", "--budget", "20k", "--epochs", "2", "--out", str(tmp_path), "--quiet",
+    ]
+    code, out, _ = run_cli(capsys, *args)
+    assert code == 0 and "report:" in out
+    table = (tmp_path / "tables" / "quality_psnr.md").read_text()
+    assert "| NeRV |" in table and "| HNeRV |" in table and "32x64, 4 frames, 20k parameters, 2 epochs" in table
+    html = (tmp_path / "report.html").read_text()
+    assert "data:image/png;base64," in html and "carphone" in html
+    code, out, _ = run_cli(capsys, *args)
+    assert code == 0 and out.count("done before, skipped") == 2
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["bench", "representation", "--dataset", "uvg"], "--data-root"),
+        (["bench", "representation", "--dataset", "uvg", "--data-root", "MISSING"], "MISSING"),
+        (["bench", "compression", "--models", "x266"], "unknown method 'x266'"),
+        (["bench", "ablation", "--models", "E9"], "unknown ablation 'E9'"),
+        (["bench", "representation", "--scale", "paper", "--resize", "32x64"], "--resize is for --scale cpu"),
+        (["bench", "representation", "--setting", "setting9"], "unknown setting 'setting9'"),
+        (["bench", "representation", "--sequences", "foreman"], "foreman"),
+    ],
+)
+def test_bad_bench_arguments_are_one_line_and_exit_2(capsys, tmp_path, args, message):
+    code, _, err = run_cli(capsys, *[str(tmp_path / a) if a == "MISSING" else a for a in args], "--out", str(tmp_path / "o"))
+    assert code == 2 and "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("tnerv: error: ") and message in lines[0], err
+    assert not (tmp_path / "o").exists()

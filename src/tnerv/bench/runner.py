@@ -32,18 +32,22 @@ from tnerv.models import config_to_dict, list_models, load_preset, model_class
 from tnerv.models.base import VideoINR
 from tnerv.models.settings import base_config
 from tnerv.models.sizing import solve_for_budget
+from tnerv.models.tnerv import ABLATIONS
 from tnerv.runs import RUN_FILE, VideoSpec, fit_run, load_frames, load_run, write_json_atomic
 from tnerv.train import VideoFrames, pick_device
 from tnerv.video import probe, write_png
 from tnerv.video.datasets import Sequence
 
 BENCH_FILE = "bench.json"
+# Protocol fields a rerun may change: the bench kind (compared as the records' kind) and the rate points,
+# which only add units (each has its own record).
+FREE_FIELDS = ("bench", "lambdas", "size_factors", "crfs")
 # Display names, as the paper's tables spell them.
 LABELS = {
     "nerv": "NeRV", "enerv": "E-NeRV", "cnerv": "C-NeRV", "ffnerv": "FFNeRV", "hnerv": "HNeRV",
     "dnerv": "DNeRV", "tnerv": "T-NeRV", "x265": "x265 (veryslow)", "x264": "x264 (veryslow)", "av1": "SVT-AV1",
 }
-ABLATION_NAMES = ("E1", "E2", "E3", "E4", "E5", "D1", "D2", "D3")
+ABLATION_NAMES = tuple(ABLATIONS)  # E1-E5, D1-D3 (supplementary Tab. 2)
 
 
 @dataclass(frozen=True)
@@ -193,7 +197,7 @@ class BenchRun:
     def check_folder(self) -> None:
         """Writes bench.json, or checks that the folder holds this same bench (a rerun skips finished units)."""
         self.out.mkdir(parents=True, exist_ok=True)
-        protocol = {k: v for k, v in self.protocol.to_dict().items() if k != "bench"}
+        protocol = {k: v for k, v in self.protocol.to_dict().items() if k not in FREE_FIELDS}
         stored = {"bench": _record_kind(self.bench), "dataset": self.dataset, "protocol": protocol}
         path = self.out / BENCH_FILE
         if path.exists():
