@@ -33,9 +33,10 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 
 from tnerv.errors import TnervError
+from tnerv.files import write_atomic
 from tnerv.metrics import bits_per_pixel, evaluate_frames
-from tnerv.video.colour import _range_scales, _to_uint8, _weights, check_matrix, default_matrix, rgb_to_yuv420
-from tnerv.video.io import frame_to_rgb
+from tnerv.video.colour import _range_scales, _to_uint8, _weights, check_matrix, default_matrix
+from tnerv.video.io import COLORSPACE_TAG, LIMITED_RANGE, frame_to_rgb, yuv420_frame
 
 
 @dataclass(frozen=True)
@@ -61,11 +62,6 @@ _CODECS: dict[str, _Codec] = {
 ANCHOR_CODECS: dict[str, str] = {name: c.encoder for name, c in _CODECS.items()}
 DEFAULT_CRFS = (22, 27, 32, 37)
 PIX_FMTS = ("yuv420p", "yuv444p")
-
-# FFmpeg AVColorSpace codes for the stream's matrix tag, and its limited-range code.
-_COLORSPACE_TAG = {"bt709": 1, "bt601": 5}
-_LIMITED_RANGE = 1
-
 
 @dataclass
 class AnchorResult:
@@ -124,13 +120,9 @@ def _yuv_frame(rgb: np.ndarray, pix_fmt: str, matrix: str, pts: int) -> av.Video
     """Convert one RGB frame to a PyAV yuv420p/yuv444p frame with our explicit matrix."""
     if pix_fmt == "yuv444p":
         frame = av.VideoFrame.from_ndarray(np.stack(rgb_to_yuv444(rgb, matrix)), format="yuv444p")
-    else:
-        # PyAV's yuv420p array layout is Y, then U, then V, in a (3H/2, W) block.
-        y, u, v = rgb_to_yuv420(rgb, matrix)
-        packed = np.concatenate([y.ravel(), u.ravel(), v.ravel()]).reshape(-1, y.shape[1])
-        frame = av.VideoFrame.from_ndarray(packed, format="yuv420p")
-    frame.pts = pts
-    return frame
+        frame.pts = pts
+        return frame
+    return yuv420_frame(rgb, matrix, pts)
 
 
 def _check_inputs(frames: np.ndarray, codec: str, crf: int, pix_fmt: str, fps: float) -> _Codec:
@@ -168,8 +160,8 @@ def _encode(frames: np.ndarray, spec: _Codec, options: dict[str, str], pix_fmt: 
             stream = container.add_stream(spec.encoder, rate=Fraction(fps).limit_denominator(1001))
             stream.width, stream.height, stream.pix_fmt = w, h, pix_fmt
             stream.options = options
-            stream.codec_context.colorspace = _COLORSPACE_TAG[matrix]
-            stream.codec_context.color_range = _LIMITED_RANGE
+            stream.codec_context.colorspace = COLORSPACE_TAG[matrix]
+            stream.codec_context.color_range = LIMITED_RANGE
             for i, rgb in enumerate(frames):
                 container.mux(stream.encode(_yuv_frame(rgb, pix_fmt, matrix, i)))
             container.mux(stream.encode(None))
@@ -196,17 +188,6 @@ def _decode(data: bytes, container_format: str, matrix: str, out: np.ndarray) ->
     return count
 
 
-def _write_atomic(data: bytes, path: Path) -> None:
-    """Write bytes to a temporary file beside `path`, then rename it over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def encode_anchor(
     frames: np.ndarray,
     codec: str = "x265",
@@ -229,7 +210,8 @@ def encode_anchor(
     data = _encode(frames, spec, options, pix_fmt, matrix, fps)
     encode_seconds = time.perf_counter() - start
     if stream_path is not None:
-        _write_atomic(data, Path(stream_path))
+        Path(stream_path).parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(stream_path, data)
 
     decoded = np.empty_like(frames)
     start = time.perf_counter()

@@ -6,8 +6,6 @@ metrics.jsonl (one line per epoch) and result.json (the final quality, once fini
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,7 @@ import tnerv
 from tnerv.codec.constrained import ENTROPY_CONSTRAINED, EntropyConstrained
 from tnerv.codec.post_training import POST_TRAINING, QuantizationAware
 from tnerv.errors import TnervError
+from tnerv.files import write_json_atomic
 from tnerv.metrics import QualityReport
 from tnerv.models import VideoINR, config_to_dict, create_model, load_preset, make_config, model_class
 from tnerv.models.sizing import solve_for_budget
@@ -60,14 +59,6 @@ def load_frames(spec: VideoSpec) -> torch.Tensor:
     if spec.resize is not None:
         frames = resize_and_crop(frames, *spec.resize)
     return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).contiguous()
-
-
-def write_json_atomic(data: Any, path: Path) -> None:
-    """Writes JSON to a temporary file and renames it over `path`."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2)
-    os.replace(tmp, path)
 
 
 def _prepare_run_dir(out: Path, overwrite: bool, resume: bool) -> None:

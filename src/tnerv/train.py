@@ -6,9 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import random
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +19,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from tnerv.errors import TnervError
+from tnerv.files import write_with
 from tnerv.metrics import QualityReport, ms_ssim, psnr, ssim
 from tnerv.models.base import VideoINR
 
@@ -122,14 +121,7 @@ class VideoFrames:
 
 def atomic_save(obj: Any, path: Path) -> None:
     """torch.save to a temporary file beside `path`, then rename: a crash never leaves half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    write_with(path, lambda tmp: torch.save(obj, tmp))
 
 
 def _rng_state() -> dict[str, Any]:

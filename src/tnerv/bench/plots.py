@@ -30,9 +30,9 @@ from tnerv.bench.tables import (
     scale_label,
     select,
     videos_of,
-    write_atomic,
 )
 from tnerv.errors import TnervError
+from tnerv.files import write_atomic
 
 COLOURS = {
     "tnerv": "#d62728",

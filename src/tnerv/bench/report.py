@@ -33,8 +33,8 @@ from tnerv.bench.tables import (
     select,
     tables_for,
     videos_of,
-    write_atomic,
 )
+from tnerv.files import write_atomic
 
 REPORT_FILE = "report.html"
 CROP_WIDTH = 360  # crops are enlarged (nearest neighbour) to about this many pixels wide

@@ -16,7 +16,6 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any
 
 from tnerv import bjontegaard
 from tnerv.errors import TnervError
+from tnerv.files import write_atomic
 
 Record = dict[str, Any]
 
@@ -460,16 +460,6 @@ def tables_for(records: Sequence[Record], bench: str, reference: str = "tnerv") 
     if any(r.get("bytes_by_component") for r in records):
         tables.append(byte_allocation_table(records))
     return tables
-
-
-def write_atomic(path: Path, data: bytes | str) -> None:
-    """Write to a temporary name next to `path`, then rename over it."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def write_tables(records: Sequence[Record], out_dir: str | Path, bench: str, reference: str = "tnerv") -> list[Path]:

@@ -18,7 +18,6 @@ use ``yuv_to_rgb`` itself. RGB, grey and palette sources need no matrix and PyAV
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass, replace
 from fractions import Fraction
@@ -29,6 +28,7 @@ import numpy as np
 from av.video.reformatter import ColorRange, Colorspace, Interpolation, VideoReformatter
 
 from tnerv.errors import TnervError
+from tnerv.files import write_atomic, write_with
 from tnerv.video.colour import check_matrix, default_matrix, rgb_to_yuv420, yuv420_to_rgb, yuv_to_rgb
 from tnerv.video.samples import SAMPLES, sample
 
@@ -440,11 +440,6 @@ def _check_frames(frames: np.ndarray) -> None:
         raise TnervError("there are no frames to write")
 
 
-def _temp_path(final: Path, suffix: str = "") -> Path:
-    """A hidden temporary name next to `final`, so os.replace stays on one file system."""
-    return final.with_name(f".{final.name}.{os.getpid()}.tmp{suffix}")
-
-
 def _encode_png(rgb: np.ndarray) -> bytes:
     """Encode one RGB frame as PNG bytes with PyAV's (lossless) png encoder."""
     ctx = av.CodecContext.create("png", "w")
@@ -454,21 +449,11 @@ def _encode_png(rgb: np.ndarray) -> bytes:
     return b"".join(bytes(p) for p in packets)
 
 
-def _replace_with(final: Path, data: bytes) -> None:
-    """Write bytes to a temporary name, then rename over `final`."""
-    tmp = _temp_path(final)
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, final)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def write_png(rgb: np.ndarray, path: str | Path) -> Path:
     """Write one uint8 RGB frame (H, W, 3) as a lossless PNG file (atomically)."""
     _check_frames(rgb[None])
     path = Path(path)
-    _replace_with(path, _encode_png(rgb))
+    write_atomic(path, _encode_png(rgb))
     return path
 
 
@@ -487,7 +472,7 @@ def write_frames(frames: np.ndarray, folder: str | Path) -> list[Path]:
     paths = []
     for i, rgb in enumerate(frames, start=1):
         path = out / f"frame_{i:05d}.png"
-        _replace_with(path, _encode_png(rgb))
+        write_atomic(path, _encode_png(rgb))
         paths.append(path)
     for old in out.iterdir():
         match = _FRAME_NAME.fullmatch(old.name)
@@ -497,11 +482,11 @@ def write_frames(frames: np.ndarray, folder: str | Path) -> list[Path]:
 
 
 # Colorspace codes (FFmpeg AVColorSpace) written into the H.264 stream's VUI.
-_COLORSPACE_TAG = {"bt709": 1, "bt601": 5}
-_LIMITED_RANGE = 1
+COLORSPACE_TAG = {"bt709": 1, "bt601": 5}
+LIMITED_RANGE = 1
 
 
-def _yuv420_frame(rgb: np.ndarray, matrix: str, pts: int) -> av.VideoFrame:
+def yuv420_frame(rgb: np.ndarray, matrix: str, pts: int) -> av.VideoFrame:
     """Convert RGB to a yuv420p PyAV frame with our explicit matrix."""
     y, u, v = rgb_to_yuv420(rgb, matrix)
     h, w = y.shape
@@ -531,18 +516,17 @@ def write_mp4(
     matrix = check_matrix(matrix) if matrix else default_matrix(h)
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_path(final, ".mp4")
-    try:
-        with av.open(str(tmp), "w", format="mp4") as container:
+
+    def encode(tmp: str) -> None:
+        with av.open(tmp, "w", format="mp4") as container:
             stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
             stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
             stream.options = {"crf": str(crf)}
-            stream.codec_context.colorspace = _COLORSPACE_TAG[matrix]
-            stream.codec_context.color_range = _LIMITED_RANGE
+            stream.codec_context.colorspace = COLORSPACE_TAG[matrix]
+            stream.codec_context.color_range = LIMITED_RANGE
             for i, rgb in enumerate(frames):
-                container.mux(stream.encode(_yuv420_frame(rgb, matrix, i)))
+                container.mux(stream.encode(yuv420_frame(rgb, matrix, i)))
             container.mux(stream.encode(None))
-        os.replace(tmp, final)
-    finally:
-        tmp.unlink(missing_ok=True)
+
+    write_with(final, encode)
     return final
