@@ -158,3 +158,14 @@ def test_bad_bench_arguments_are_one_line_and_exit_2(capsys, tmp_path, args, mes
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("tnerv: error: ") and message in lines[0], err
     assert not (tmp_path / "o").exists()
+
+
+def test_ablation_bench_fits_each_ablated_tnerv_at_the_same_budget(tmp_path):
+    records = bench_run("ablation", tmp_path, ["tnerv", "E1", "D1"]).run()
+    assert [r["method"] for r in records] == ["tnerv", "tnerv-E1", "tnerv-D1"]
+    assert [r["ablations"] for r in records] == [[], ["E1"], ["D1"]]
+    run_configs = [json.loads((tmp_path / "runs" / "bikes" / k / "run.json").read_text())["model_config"]
+                   for k in ("tnerv", "tnerv-E1", "tnerv-D1")]
+    assert [c["grids"] for c in run_configs] == [True, False, True]
+    assert [c["flow"] for c in run_configs] == [True, True, False]
+    assert all(abs(r["parameters"] / 20_000 - 1) < 0.05 for r in records)

@@ -401,7 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("models", help="every model and preset with parameter counts by component")
     p.add_argument("--frames", type=int, help="count embeddings for this many frames")
-    p.add_argument("--setting", help="the size table of a paper setting: setting1, setting2, davis, mcl-jcv")
+    p.add_argument("--setting", help="the size table of a paper setting: setting1, setting2, davis, mcl-jcv, uvg-1080p")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_models)
 
