@@ -35,6 +35,7 @@ from tnerv.bench.tables import (
     videos_of,
 )
 from tnerv.files import write_atomic
+from tnerv.video.io import encode_png
 
 REPORT_FILE = "report.html"
 CROP_WIDTH = 360  # crops are enlarged (nearest neighbour) to about this many pixels wide
@@ -102,14 +103,6 @@ def read_png(path: Path) -> np.ndarray | None:
             return next(container.decode(video=0)).to_ndarray(format="rgb24")
     except (OSError, ValueError, StopIteration, av.FFmpegError):
         return None
-
-
-def png_encode(rgb: np.ndarray) -> bytes:
-    """RGB (H, W, 3) uint8 as PNG bytes, with PyAV's lossless png encoder."""
-    ctx = av.CodecContext.create("png", "w")
-    ctx.width, ctx.height, ctx.pix_fmt = rgb.shape[1], rgb.shape[0], "rgb24"
-    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
-    return b"".join(bytes(p) for p in [*ctx.encode(frame), *ctx.encode(None)])
 
 
 def crop_size(height: int, width: int) -> tuple[int, int]:
@@ -234,13 +227,13 @@ def video_crops(
     crops = []
     if original is not None:
         crops.append(Crop(f"Original, {frame_name}", f"crop at x={left}, y={top}, {size[1]}x{size[0]} px",
-                          png_encode(thumbnail(original, (top, left, *size)))))
-        crops.append(Crop("Original", "ground truth", png_encode(enlarge(original[window]))))
+                          encode_png(thumbnail(original, (top, left, *size)))))
+        crops.append(Crop("Original", "ground truth", encode_png(enlarge(original[window]))))
     for record, frame in ((ref, ref_frame), (other, other_frame)):
         if record is not None and frame is not None:
             point = f" ({record['point']})" if record.get("point") else ""
             crops.append(Crop(labels[record["method"]] + point, _quality_caption(record, bench),
-                              png_encode(enlarge(frame[window]))))
+                              encode_png(enlarge(frame[window]))))
     return crops
 
 

@@ -22,12 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from tnerv import bjontegaard
+from tnerv.bench.protocols import BENCHES
 from tnerv.errors import TnervError
 from tnerv.files import write_atomic
 
 Record = dict[str, Any]
 
-BENCHES = ("representation", "compression", "ablation", "timing")
 # metric key -> (display name, unit, decimals)
 METRICS = {"psnr": ("PSNR", "dB", 2), "ms_ssim": ("MS-SSIM", "", 4)}
 # Order of the byte-allocation components; others follow in order of appearance.

@@ -440,7 +440,7 @@ def _check_frames(frames: np.ndarray) -> None:
         raise TnervError("there are no frames to write")
 
 
-def _encode_png(rgb: np.ndarray) -> bytes:
+def encode_png(rgb: np.ndarray) -> bytes:
     """Encode one RGB frame as PNG bytes with PyAV's (lossless) png encoder."""
     ctx = av.CodecContext.create("png", "w")
     ctx.width, ctx.height, ctx.pix_fmt = rgb.shape[1], rgb.shape[0], "rgb24"
@@ -453,7 +453,7 @@ def write_png(rgb: np.ndarray, path: str | Path) -> Path:
     """Write one uint8 RGB frame (H, W, 3) as a lossless PNG file (atomically)."""
     _check_frames(rgb[None])
     path = Path(path)
-    write_atomic(path, _encode_png(rgb))
+    write_atomic(path, encode_png(rgb))
     return path
 
 
@@ -472,7 +472,7 @@ def write_frames(frames: np.ndarray, folder: str | Path) -> list[Path]:
     paths = []
     for i, rgb in enumerate(frames, start=1):
         path = out / f"frame_{i:05d}.png"
-        write_atomic(path, _encode_png(rgb))
+        write_atomic(path, encode_png(rgb))
         paths.append(path)
     for old in out.iterdir():
         match = _FRAME_NAME.fullmatch(old.name)
