@@ -279,9 +279,10 @@ def plot_byte_allocation(info: dict[str, Any], path: str | Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from tnerv.bench.plots import COMPONENT_COLOURS as colours  # the benches' colours
+
     parts = {k: v for k, v in info["bytes_by_component"].items() if v > 0}
     total = sum(parts.values())
-    colours = {"decoder": "#4c72b0", "grids": "#dd8452", "embeddings": "#55a868", "other": "#8c8c8c"}
     fig, ax = plt.subplots(figsize=(7, 1.4))
     left = 0.0
     for name, value in parts.items():
