@@ -169,3 +169,11 @@ def test_ablation_bench_fits_each_ablated_tnerv_at_the_same_budget(tmp_path):
     assert [c["grids"] for c in run_configs] == [True, False, True]
     assert [c["flow"] for c in run_configs] == [True, True, False]
     assert all(abs(r["parameters"] / 20_000 - 1) < 0.05 for r in records)
+
+
+def test_a_video_shorter_than_the_protocol_gives_all_its_frames():
+    from tnerv.bench.runner import video_spec
+
+    carphone = dataset_sequences("samples", names=["carphone"])[0]
+    assert video_spec(carphone, tiny_protocol("representation", num_frames=500)).count == 120
+    assert video_spec(carphone, tiny_protocol("representation")).count == 4

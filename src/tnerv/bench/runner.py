@@ -127,10 +127,12 @@ def plan_units(bench: str, protocol: Protocol, videos: list[Sequence], methods: 
 
 
 def video_spec(video: Sequence, protocol: Protocol) -> VideoSpec:
-    """The frames a protocol takes from a video: its selection, resized and centre-cropped."""
-    count = video.count if protocol.num_frames is None else protocol.num_frames
-    if video.count is not None and count is not None:
-        count = min(count, video.count)
+    """The frames a protocol takes from a video: up to its frame count (fewer from a shorter video)
+    from the video's selection, resized and centre-cropped."""
+    available = probe(video.path, size=video.yuv_size).num_frames - video.start
+    count = min(n for n in (protocol.num_frames, video.count, available) if n is not None)
+    if count < 1:
+        raise TnervError(f"{video.name} has no frames from frame {video.start} on")
     return VideoSpec(
         path=video.path, start=video.start, count=count, resize=(protocol.height, protocol.width),
         yuv_size=video.yuv_size, matrix=video.matrix,
@@ -240,7 +242,7 @@ class BenchRun:
             if unit.model is None:
                 continue
             if unit.video.name not in frame_counts:
-                frame_counts[unit.video.name] = _frame_count(video_spec(unit.video, self.protocol))
+                frame_counts[unit.video.name] = video_spec(unit.video, self.protocol).count
             try:
                 model_config(unit, self.protocol, frame_counts[unit.video.name])
             except TnervError as exc:
@@ -340,13 +342,6 @@ class BenchRun:
 def _record_kind(bench: str) -> str:
     # The timing bench measures the representation runs (Tab. 5 beside Tab. 4): they share a folder.
     return "representation" if bench == "timing" else bench
-
-
-def _frame_count(spec: VideoSpec) -> int:
-    """How many frames a spec selects, from the source's header (no decoding)."""
-    total = probe(spec.path, size=spec.yuv_size).num_frames
-    selected = len(range(spec.start, total, spec.step))
-    return selected if spec.count is None else min(spec.count, selected)
 
 
 def _fps(spec: VideoSpec) -> float:
