@@ -281,57 +281,75 @@ class BenchRun:
         keep = frames.shape[0] // 2
         record = self._base_record(unit, frames, keep)
         if unit.model is None:
-            result, decoded = encode_anchor(
-                _as_numpy(frames), unit.method, unit.crf, fps=_fps(spec),
-                matrix=spec.matrix, stream_path=self._file(unit, stream_suffix(unit.method)),
-            )
-            record.update(
-                psnr=result.psnr, ms_ssim=result.ms_ssim, ms_ssim_variant=result.ms_ssim_variant, bpp=result.bpp,
-                num_bytes=result.num_bytes, encode_seconds=result.encode_seconds, decode_fps=result.decode_fps,
-                anchor={"preset": result.preset, "pix_fmt": result.pix_fmt, "matrix": result.matrix}, device="cpu",
-            )
-            self._keep_frame(record, unit, torch.from_numpy(decoded[keep]).permute(2, 0, 1), frames[keep])
-            return record
-        run_dir = self.out / "runs" / unit.video.name / unit.key
-        resume = (run_dir / RUN_FILE).exists()
-        config = model_config(unit, self.protocol, frames.shape[0])
-        preset, train = _train_setup(unit, self.protocol)
-        device = pick_device("auto")
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        if self.bench == "compression":
-            path = self._file(unit, ".tnrv")
-            path.unlink(missing_ok=True)  # a file left by a crash before its record was written
-            result = encode_video(
-                spec, path, unit.model, preset, lam=unit.lam, model_overrides=config, train_overrides=train,
-                run_dir=run_dir, resume=resume, progress=self.progress,
-            )
-            fps, frame = timed_decode(lambda: decoder_from_file(path, device)[0], result.num_frames, keep, device)
-            record.update(
-                psnr=result.psnr, ms_ssim=result.ms_ssim, ms_ssim_variant=result.ms_ssim_variant, bpp=result.bpp,
-                num_bytes=result.num_bytes, bytes_by_component=result.bytes_by_component,
-                parameters=result.parameters["transmitted"], encode_seconds=result.encode_seconds, decode_fps=fps,
-                method_detail=result.method, file=str(path.relative_to(self.out)), epochs=self.protocol.epochs,
-            )
+            frame = self._run_anchor(unit, spec, frames, keep, record)
         else:
-            fitted = fit_run(
-                spec, run_dir, unit.model, preset, model_overrides=config, train_overrides=train,
-                resume=resume, progress=self.progress,
-            )
-            net, run, _ = load_run(run_dir, device=str(device))
-            net.prepare_export(VideoFrames(frames, device))
-            state, cls, cfg = net.transmitted_state(), type(net), net.config
-            fps, frame = timed_decode(lambda: cls.from_transmitted(cfg, state).to(device), frames.shape[0], keep, device)
-            record.update(
-                psnr=fitted.report.psnr, ms_ssim=fitted.report.ms_ssim, ms_ssim_variant=fitted.report.ms_ssim_variant,
-                parameters=fitted.parameters["transmitted"], encode_seconds=fitted.train_seconds, decode_fps=fps,
-                epochs=fitted.epochs, ablations=list(unit.ablations),
-            )
-        record["device"] = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-        if device.type == "cuda":
-            record["peak_memory_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
+            device = pick_device("auto")
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            run = self._run_encode if self.bench == "compression" else self._run_fit
+            frame = run(unit, spec, frames, keep, record, device)
+            record["device"] = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+            if device.type == "cuda":
+                record["peak_memory_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
         self._keep_frame(record, unit, frame, frames[keep])
         return record
+
+    def _run_anchor(
+        self, unit: Unit, spec: VideoSpec, frames: torch.Tensor, keep: int, record: dict[str, Any]
+    ) -> torch.Tensor:
+        """Encodes with a codec anchor at the unit's CRF; returns the decoded frame `keep`."""
+        result, decoded = encode_anchor(
+            _as_numpy(frames), unit.method, unit.crf, fps=_fps(spec),
+            matrix=spec.matrix, stream_path=self._file(unit, stream_suffix(unit.method)),
+        )
+        record.update(
+            psnr=result.psnr, ms_ssim=result.ms_ssim, ms_ssim_variant=result.ms_ssim_variant, bpp=result.bpp,
+            num_bytes=result.num_bytes, encode_seconds=result.encode_seconds, decode_fps=result.decode_fps,
+            anchor={"preset": result.preset, "pix_fmt": result.pix_fmt, "matrix": result.matrix}, device="cpu",
+        )
+        return torch.from_numpy(decoded[keep]).permute(2, 0, 1)
+
+    def _run_encode(
+        self, unit: Unit, spec: VideoSpec, frames: torch.Tensor, keep: int, record: dict[str, Any], device: torch.device
+    ) -> torch.Tensor:
+        """Trains the unit's model with its compression into a .tnrv file and decodes that file."""
+        run_dir = self.out / "runs" / unit.video.name / unit.key
+        preset, train = _train_setup(unit, self.protocol)
+        path = self._file(unit, ".tnrv")
+        path.unlink(missing_ok=True)  # a file left by a crash before its record was written
+        result = encode_video(
+            spec, path, unit.model, preset, lam=unit.lam, model_overrides=model_config(unit, self.protocol, len(frames)),
+            train_overrides=train, run_dir=run_dir, resume=(run_dir / RUN_FILE).exists(), progress=self.progress,
+        )
+        fps, frame = timed_decode(lambda: decoder_from_file(path, device)[0], result.num_frames, keep, device)
+        record.update(
+            psnr=result.psnr, ms_ssim=result.ms_ssim, ms_ssim_variant=result.ms_ssim_variant, bpp=result.bpp,
+            num_bytes=result.num_bytes, bytes_by_component=result.bytes_by_component,
+            parameters=result.parameters["transmitted"], encode_seconds=result.encode_seconds, decode_fps=fps,
+            method_detail=result.method, file=str(path.relative_to(self.out)), epochs=self.protocol.epochs,
+        )
+        return frame
+
+    def _run_fit(
+        self, unit: Unit, spec: VideoSpec, frames: torch.Tensor, keep: int, record: dict[str, Any], device: torch.device
+    ) -> torch.Tensor:
+        """Fits the unit's model and decodes every frame from its transmitted state alone."""
+        run_dir = self.out / "runs" / unit.video.name / unit.key
+        preset, train = _train_setup(unit, self.protocol)
+        fitted = fit_run(
+            spec, run_dir, unit.model, preset, model_overrides=model_config(unit, self.protocol, len(frames)),
+            train_overrides=train, resume=(run_dir / RUN_FILE).exists(), progress=self.progress,
+        )
+        net, _, _ = load_run(run_dir, device=str(device))
+        net.prepare_export(VideoFrames(frames, device))
+        state, cls, cfg = net.transmitted_state(), type(net), net.config
+        fps, frame = timed_decode(lambda: cls.from_transmitted(cfg, state).to(device), len(frames), keep, device)
+        record.update(
+            psnr=fitted.report.psnr, ms_ssim=fitted.report.ms_ssim, ms_ssim_variant=fitted.report.ms_ssim_variant,
+            parameters=fitted.parameters["transmitted"], encode_seconds=fitted.train_seconds, decode_fps=fps,
+            epochs=fitted.epochs, ablations=list(unit.ablations),
+        )
+        return frame
 
     def _file(self, unit: Unit, suffix: str) -> Path:
         path = self.out / "files" / unit.video.name / f"{unit.key}{suffix}"
