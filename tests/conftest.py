@@ -1,9 +1,14 @@
 """Shared fixtures: tests run on the CPU with few threads, tiny models and short clips."""
 
+import os
+
 import pytest
 import torch
 
 torch.set_num_threads(2)
+# The suite checks exact CPU results (bit-identical frame ranges, resumed fits); on a GPU machine it
+# still runs on the CPU. GPU runs are benchmarks (benchmarks/paper_scale_gpu.sh).
+os.environ["TNERV_DEVICE"] = "cpu"
 
 
 @pytest.fixture(scope="session")

@@ -87,3 +87,12 @@ def test_bad_training_options_are_named():
         TrainConfig.from_dict({"epoch": 3})
     with pytest.raises(TnervError, match="unknown loss"):
         TrainConfig.from_dict({"loss": "l3"})
+
+
+def test_auto_device_follows_tnerv_device(monkeypatch):
+    from tnerv.train import pick_device
+
+    monkeypatch.setenv("TNERV_DEVICE", "cpu")
+    assert pick_device("auto") == torch.device("cpu")
+    monkeypatch.delenv("TNERV_DEVICE")
+    assert pick_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")

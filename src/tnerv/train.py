@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import random
 import time
 from collections.abc import Callable
@@ -96,9 +97,10 @@ def lr_factor(iteration: int, total: int, warmup: float, warmup_start: float) ->
 
 
 def pick_device(name: str) -> torch.device:
-    """"auto" picks CUDA when available, else the CPU; anything else is taken as given."""
+    """"auto" picks $TNERV_DEVICE if set, else CUDA when available, else the CPU; anything else is
+    taken as given."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = os.environ.get("TNERV_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise TnervError(f"device {name!r} requested but no CUDA GPU is available")
     return torch.device(name)

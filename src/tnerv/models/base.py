@@ -130,6 +130,7 @@ class VideoINR(nn.Module):
         self, frame_idx: Tensor, frames: FrameSource | None, batch_size: int = 1
     ) -> Iterator[tuple[Tensor, Tensor]]:
         """Yields (indices, frames) for the given indices in batches; the evaluation forward pass."""
+        frame_idx = frame_idx.to(next(self.parameters()).device)  # indices may come from the CPU
         for start in range(0, len(frame_idx), batch_size):
             idx = frame_idx[start : start + batch_size]
             inputs = frames(idx) if self.needs_frames and frames is not None else None
