@@ -78,7 +78,7 @@ class Protocol:
         frames = "all frames" if self.num_frames is None else f"{self.num_frames} frames"
         return (
             f"{self.scale.upper() if self.scale == 'cpu' else 'Paper'} scale ({self.setting}): "
-            f"{self.height}x{self.width}, {frames}, {_count(self.budget)} parameters, {self.epochs} epochs"
+            f"{self.height}x{self.width}, {frames}, {format_size(self.budget)} parameters, {self.epochs} epochs"
         )
 
     def to_dict(self) -> dict:
@@ -86,8 +86,15 @@ class Protocol:
         return json.loads(json.dumps({**asdict(self), "label": self.label}))
 
 
-def _count(n: int) -> str:
-    return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.0f}k"
+def format_size(parameters: float) -> str:
+    """A parameter count the way the paper prints it: 12.4M, 3.0M, 400k, 950."""
+    if parameters >= 999_500:
+        return f"{parameters / 1e6:.1f}M"
+    if parameters >= 10_000:
+        return f"{parameters / 1e3:.0f}k"
+    if parameters >= 1000:
+        return f"{parameters / 1e3:.1f}k"
+    return f"{parameters:.0f}"
 
 
 def protocol(

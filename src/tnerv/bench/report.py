@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import av
 import numpy as np
 
 import tnerv
@@ -34,8 +33,9 @@ from tnerv.bench.tables import (
     tables_for,
     videos_of,
 )
+from tnerv.errors import TnervError
 from tnerv.files import write_atomic
-from tnerv.video.io import encode_png
+from tnerv.video.io import decode_image, encode_png
 
 REPORT_FILE = "report.html"
 CROP_WIDTH = 360  # crops are enlarged (nearest neighbour) to about this many pixels wide
@@ -99,9 +99,8 @@ def read_png(path: Path) -> np.ndarray | None:
     if not path.is_file():
         return None
     try:
-        with av.open(str(path)) as container:
-            return next(container.decode(video=0)).to_ndarray(format="rgb24")
-    except (OSError, ValueError, StopIteration, av.FFmpegError):
+        return decode_image(path).to_ndarray(format="rgb24")
+    except TnervError:
         return None
 
 

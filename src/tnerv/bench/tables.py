@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from tnerv import bjontegaard
-from tnerv.bench.protocols import BENCHES
+from tnerv.bench.protocols import BENCHES, format_size
 from tnerv.errors import TnervError
 from tnerv.files import write_atomic
 
@@ -169,17 +169,6 @@ def metric_info(metric: str) -> tuple[str, str, int]:
     if metric not in METRICS:
         raise TnervError(f"unknown metric {metric!r}; expected one of {', '.join(METRICS)}")
     return METRICS[metric]
-
-
-def format_size(parameters: float) -> str:
-    """A parameter count the way the paper prints it: 12.4M, 3.0M, 400k, 950."""
-    if parameters >= 999_500:
-        return f"{parameters / 1e6:.1f}M"
-    if parameters >= 10_000:
-        return f"{parameters / 1e3:.0f}k"
-    if parameters >= 1000:
-        return f"{parameters / 1e3:.1f}k"
-    return f"{parameters:.0f}"
 
 
 def mean(values: Iterable[float | None]) -> float:

@@ -205,7 +205,7 @@ def _probe_raw(path: Path, size: tuple[int, int] | None, fps: float | None) -> V
     return VideoInfo(str(path), total // frame_bytes, height, width, rate, "rawvideo", "yuv420p")
 
 
-def _decode_image(file: Path) -> av.VideoFrame:
+def decode_image(file: Path) -> av.VideoFrame:
     """Decode the single picture of a PNG/JPEG file with PyAV."""
     try:
         with av.open(str(file)) as container:
@@ -219,7 +219,7 @@ def _decode_image(file: Path) -> av.VideoFrame:
 def _probe_folder(path: Path, fps: float | None) -> VideoInfo:
     """Probe a folder of PNG/JPEG frames (size and pixel format from the first file)."""
     files = _image_files(path)
-    first = _decode_image(files[0])
+    first = decode_image(files[0])
     codecs = sorted({IMAGE_CODECS[f.suffix.lower()] for f in files}, reverse=True)
     rate = fps or DEFAULT_FPS
     return VideoInfo(str(path), len(files), first.height, first.width, rate, "+".join(codecs), first.format.name)
@@ -381,7 +381,7 @@ def _read_folder(path: Path, indices: list[int], matrix: str, out: np.ndarray) -
     h, w = out.shape[1:3]
     reformatter = VideoReformatter()
     for k, index in enumerate(indices):
-        frame = _decode_image(files[index])
+        frame = decode_image(files[index])
         if (frame.width, frame.height) != (w, h):
             size = f"{frame.width}x{frame.height}"
             raise TnervError(f"{files[index]} is {size} but {files[0].name} is {w}x{h}")
