@@ -167,6 +167,7 @@ def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "eval_every": args.eval_every,
         "seed": args.seed, "device": args.device, "precision": args.precision, "loss": args.loss,
     }.items() if v is not None}
+    train.update(args.train_set or [])
     if "eval_every" in train:
         train.setdefault("checkpoint_every", train["eval_every"])
     return train
@@ -380,6 +381,11 @@ def _add_training_args(p: argparse.ArgumentParser, overwrite_help: str, resume_h
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, ...")
     p.add_argument("--precision", choices=["fp32", "bf16"])
     p.add_argument("--set", type=_assignment, action="append", metavar="KEY=VALUE", help="override a model config field")
+    p.add_argument(
+        "--train-set", type=_assignment, action="append", metavar="KEY=VALUE",
+        help="override a training recipe field (betas=[0.5,0.999], warmup=0.2, warmup_start=0.1, "
+        "schedule=cosine|constant, weight_decay=0, grad_clip=0.1, ...)",
+    )
     p.add_argument("--size", type=_count, metavar="S", help="scale the model to S transmitted parameters (e.g. 3.0M)")
     p.add_argument("--ablation", action="append", metavar="NAME", help="T-NeRV ablation E1-E5, D1-D3 (repeatable)")
     group = p.add_mutually_exclusive_group()

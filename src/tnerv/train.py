@@ -9,6 +9,7 @@ import math
 import os
 import random
 import time
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,12 +40,13 @@ class TrainConfig:
     weight_decay: float = 0.0
     warmup: float = 0.2  # fraction of all iterations spent warming up linearly
     warmup_start: float = 0.1  # lr factor at the first iteration of the warm-up
+    schedule: str = "cosine"  # after the warm-up: "cosine" (to 0 at the end) or "constant"
     loss: str = "fusion"  # "l2" or "fusion" = 0.7 * L1 + 0.3 * (1 - SSIM)
     grad_clip: float | None = None  # max gradient norm; None = no clipping
     eval_every: int = 10  # epochs between evaluations (PSNR and MS-SSIM over all frames)
     checkpoint_every: int = 10  # epochs between checkpoints (one is always written at the end)
     eval_batch_size: int = 4
-    seed: int = 0
+    seed: int = 0  # seeds the initial weights and the frame order: fit_run seeds torch with it before building
     device: str = "auto"  # "auto" = CUDA when present, else the CPU
     precision: str = "fp32"  # "fp32" or "bf16" (autocast)
 
@@ -55,25 +57,58 @@ class TrainConfig:
         unknown = sorted(set(values) - known)
         if unknown:
             raise TnervError(f"unknown training option {unknown[0]!r} (known: {', '.join(sorted(known))})")
-        values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+        hints = typing.get_type_hints(cls)
+        values = {k: _typed(k, v, hints[k]) for k, v in values.items()}
         config = cls(**values)
         config.validate()
         return config
 
     def validate(self) -> None:
         """Rejects settings that cannot train, with the reason."""
-        if self.epochs < 1 or self.batch_size < 1:
-            raise TnervError("epochs and batch size must be at least 1")
+        counts = {"epochs": self.epochs, "batch_size": self.batch_size, "eval_every": self.eval_every,
+                  "checkpoint_every": self.checkpoint_every, "eval_batch_size": self.eval_batch_size}
+        for name, value in counts.items():
+            if value < 1:
+                raise TnervError(f"{name} must be at least 1, got {value}")
         if self.loss not in LOSSES:
             raise TnervError(f"unknown loss {self.loss!r}; available: {', '.join(LOSSES)}")
         if self.precision not in ("fp32", "bf16"):
             raise TnervError(f"unknown precision {self.precision!r}; available: fp32, bf16")
-        if not 0 <= self.warmup < 1:
-            raise TnervError("warmup is a fraction of the iterations in [0, 1)")
+        if not 0 <= self.warmup < 1 or not 0 <= self.warmup_start <= 1:
+            raise TnervError("warmup is a fraction of the iterations in [0, 1), warmup_start a factor in [0, 1]")
+        if self.schedule not in SCHEDULES:
+            raise TnervError(f"unknown schedule {self.schedule!r}; available: {', '.join(SCHEDULES)}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise TnervError(f"the learning rate must be a positive number, got {self.lr}")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise TnervError(f"betas are two numbers in [0, 1), got {self.betas}")
+        if self.weight_decay < 0 or (self.grad_clip is not None and self.grad_clip <= 0):
+            raise TnervError("weight_decay must be 0 or more and grad_clip positive (or unset)")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for run.json."""
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+
+def _typed(name: str, value: Any, hint: Any) -> Any:
+    """A training option as its field's type (TOML and the CLI give ints for floats, lists for
+    tuples); a value of another type is an error that names the option."""
+    if typing.get_origin(hint) is tuple:
+        numbers = isinstance(value, (list, tuple)) and all(_is_number(v) for v in value)
+        if not numbers or len(value) != len(typing.get_args(hint)):
+            raise TnervError(f"training option {name!r} takes {len(typing.get_args(hint))} numbers, got {value!r}")
+        return tuple(float(v) for v in value)
+    kinds = typing.get_args(hint) or (hint,)  # float | None -> (float, NoneType)
+    if float in kinds and _is_number(value):
+        return float(value)
+    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+        expected = " or ".join("unset" if k is type(None) else k.__name__ for k in kinds)
+        raise TnervError(f"training option {name!r} takes a {expected} value, got {value!r}")
+    return value
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def fusion_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -87,11 +122,17 @@ LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
 }
 
 
-def lr_factor(iteration: int, total: int, warmup: float, warmup_start: float) -> float:
-    """Linear warm-up from `warmup_start` to 1 over the first `warmup` of iterations, then cosine to 0."""
+SCHEDULES = ("cosine", "constant")
+
+
+def lr_factor(iteration: int, total: int, warmup: float, warmup_start: float, schedule: str = "cosine") -> float:
+    """Linear warm-up from `warmup_start` to 1 over the first `warmup` of iterations, then cosine to 0
+    (NeRV's, HNeRV's and FFNeRV's schedule) or constant."""
     warm = int(warmup * total)
     if iteration < warm:
         return warmup_start + (1 - warmup_start) * iteration / warm
+    if schedule == "constant":
+        return 1.0
     progress = (iteration - warm) / max(1, total - warm)
     return 0.5 * (1 + math.cos(math.pi * progress))
 
@@ -205,11 +246,16 @@ def fit(
     """Fits `model` to `video` ((N, 3, H, W), uint8 or float in [0, 1]) and returns the final quality.
 
     With `run_dir`, checkpoints and a metrics log are written there; `resume` continues from the last
-    checkpoint exactly (model, optimiser, schedule, RNG state, epoch)."""
+    checkpoint exactly (model, optimiser, schedule, RNG state, epoch).
+
+    As in the reference scripts of NeRV, HNeRV and FFNeRV, one seed governs the initial weights and
+    the frame order: seed torch (`seed_everything(config.seed)`) before building the model, as
+    `tnerv.runs.fit_run` does. Each epoch's order is then drawn from torch's generator by a shuffling
+    DataLoader, exactly as theirs is, so a model built and fitted this way follows the reference's
+    training step for step (same seed, same config: same numbers)."""
     config.validate()
     device = pick_device(config.device)
     run_dir = Path(run_dir) if run_dir is not None else None
-    seed_everything(config.seed)
     model.to(device).train()
     frames = VideoFrames(video, device)
     num_frames = len(frames)
@@ -221,11 +267,13 @@ def fit(
         {"params": g["params"], "lr": config.lr * g.get("lr_scale", 1.0)} for g in model_groups
     ]
     optimizer = torch.optim.Adam(groups, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
-    steps_per_epoch = math.ceil(num_frames / config.batch_size)
+    # Shuffled batches of frame indices, drawn as the reference scripts' DataLoaders draw them.
+    batches = torch.utils.data.DataLoader(range(num_frames), batch_size=config.batch_size, shuffle=True)
+    steps_per_epoch = len(batches)
     total_steps = config.epochs * steps_per_epoch
 
     def schedule(it: int) -> float:
-        return lr_factor(it, total_steps, config.warmup, config.warmup_start)
+        return lr_factor(it, total_steps, config.warmup, config.warmup_start, config.schedule)
 
     # A group with "scheduled": False keeps its rate (e.g. entropy models that must follow to the end).
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -278,11 +326,9 @@ def fit(
     try:
         for epoch in range(start_epoch, config.epochs):
             model.on_epoch_start(epoch, config.epochs)
-            # The order depends only on (seed, epoch), so a resumed run sees the same batches.
-            order = torch.randperm(num_frames, generator=torch.Generator().manual_seed(config.seed * 100003 + epoch))
             epoch_loss = 0.0
-            for start in range(0, num_frames, config.batch_size):
-                idx = order[start : start + config.batch_size].to(device)
+            for idx in batches:
+                idx = idx.to(device)
                 target = frames(idx)
                 with autocast:
                     outputs = model(idx, target if model.needs_frames else None)
