@@ -138,8 +138,9 @@ def test_flow_aggregator_blend_and_neighbour_indices():
     idx, valid = agg.neighbour_indices(torch.tensor([0, 1, 5]), num_frames=6)
     assert idx.tolist() == [[0, 0, 1, 2], [0, 0, 2, 3], [3, 4, 5, 5]]
     assert valid.tolist() == [[False, False, True, True], [False, True, True, True], [True, True, False, False]]
+    assert FlowAggregator((-1, 0, 1)).head_channels == 9  # FFNeRV's window may hold the frame itself
     with pytest.raises(ValueError):
-        FlowAggregator((-1, 0, 1))
+        FlowAggregator((-1, 1, 1))
 
 
 def test_flow_aggregator_gradients_reach_flows_and_logits():

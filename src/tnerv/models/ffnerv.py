@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from tnerv.errors import TnervError
 from tnerv.models.base import ENCODER, FrameSource, ModelConfig, VideoINR
 from tnerv.models.layers import (
+    CompactUpsampleBlock,
     FlowAggregator,
     FlowGuidedOutput,
     TemporalGrid,
@@ -36,8 +37,9 @@ class FFNeRVConfig(ModelConfig):
     reduction: float = 2.0
     lower_width: int = 96
     kernel_size: int = 3
+    conv_type: str = "conv"  # "conv", or "compact": FFNeRV's grouped + 1x1 blocks (its compression configs)
     activation: str = "gelu"
-    window: tuple[int, ...] = (-2, -1, 1, 2)  # neighbours aggregated
+    window: tuple[int, ...] = (-2, -1, 1, 2)  # neighbours aggregated (0 = the frame itself)
     flow_head_block: int = -3  # the flow head reads this block's output (-3: 1/4 resolution)
     output_activation: str = "tanh"  # of the independent frame
     aux_loss_weight: float = 0.1  # loss = w * l(A) + w * l(I) + l(output)
@@ -66,8 +68,10 @@ class FFNeRV(FlowGuidedOutput, VideoINR):
         first = self.grids.out_channels if c.first_width == "auto" else int(c.first_width)
         widths = reduced_widths(first, self.strides, c.reduction, c.lower_width)
         c_in = [self.grids.out_channels, *widths[:-1]]
+        if c.conv_type not in ("conv", "compact"):
+            raise TnervError(f"unknown conv_type {c.conv_type!r}; available: conv, compact")
         self.blocks = nn.ModuleList(
-            UpsampleBlock(ci, co, s, c.kernel_size, c.activation) for ci, co, s in zip(c_in, widths, self.strides)
+            self._block(ci, co, s) for ci, co, s in zip(c_in, widths, self.strides)
         )
         if not -n <= c.flow_head_block < n:
             raise TnervError(f"flow_head_block {c.flow_head_block} is not a block index (there are {n} blocks)")
@@ -76,6 +80,13 @@ class FFNeRV(FlowGuidedOutput, VideoINR):
         self.flow_head = nn.Conv2d(widths[self.flow_head_index], self.aggregator.head_channels, 1)
         self.frame_head = nn.Conv2d(widths[-1], 5, 1)  # independent frame (3) and blend logits (2)
         self.init_frame_buffer()
+
+    def _block(self, c_in: int, c_out: int, stride: int) -> nn.Module:
+        c = self.config
+        # FFNeRV's compact configs keep a regular convolution in the stride-5 block.
+        if c.conv_type == "compact" and stride != 5:
+            return CompactUpsampleBlock(c_in, c_out, stride, c.kernel_size, c.activation)
+        return UpsampleBlock(c_in, c_out, stride, c.kernel_size, c.activation)
 
     @classmethod
     def scale_widths(cls, config: FFNeRVConfig, factor: float) -> FFNeRVConfig:

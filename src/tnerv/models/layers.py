@@ -254,8 +254,9 @@ class FlowAggregator(nn.Module):
     def __init__(self, window: tuple[int, ...] | list[int] = (-2, -1, 1, 2)):
         super().__init__()
         self.window = tuple(int(d) for d in window)
-        if 0 in self.window or len(set(self.window)) != len(self.window):
-            raise ValueError(f"the aggregation window holds distinct non-zero offsets, got {self.window}")
+        # Offset 0 is allowed (FFNeRV's default window is -2..2): the frame's own independent frame, warped.
+        if len(set(self.window)) != len(self.window):
+            raise ValueError(f"the aggregation window holds distinct offsets, got {self.window}")
         self.head_channels = 3 * len(self.window)
 
     def aggregate(self, neighbours: Tensor, valid: Tensor, head: Tensor) -> Tensor:
@@ -320,6 +321,24 @@ class TransformerBlock(nn.Module):
         attn = nn.functional.scaled_dot_product_attention(q, k, v)  # softmax(q k^T / sqrt(head_dim)) v
         x = x + self.proj(attn.transpose(1, 2).reshape(b, n, -1))
         return x + self.ffn(x)
+
+
+class CompactUpsampleBlock(nn.Sequential):
+    """FFNeRV's compact block for its compression configs: a grouped 3x3 convolution (C_in -> C_out * s^2,
+    `groups` groups) and a 1x1 convolution mixing the groups, then PixelShuffle(s) -> activation."""
+
+    def __init__(
+        self, c_in: int, c_out: int, stride: int, kernel_size: int = 3, activation: str = "gelu", groups: int = 8
+    ):
+        wide = c_out * stride * stride
+        if c_in % groups or wide % groups:
+            raise TnervError(f"a compact block needs widths divisible by {groups} groups, got {c_in} -> {wide}")
+        super().__init__(
+            nn.Conv2d(c_in, wide, kernel_size, padding=kernel_size // 2, groups=groups),
+            nn.Conv2d(wide, wide, 1),
+            nn.PixelShuffle(stride),
+            make_activation(activation),
+        )
 
 
 class ExpandingUpsampleBlock(nn.Sequential):
@@ -539,7 +558,9 @@ class FlowGuidedOutput:
     listed under the encoder in its `component_prefixes` (a training-only buffer, not transmitted).
 
     While training, the neighbours' independent frames come from a buffer of detached outputs, filled
-    before the first epoch and updated after every step; in eval mode they are decoded."""
+    before the first epoch; every training step writes its own independent frames into it before
+    reading the neighbours (as FFNeRV's reference does: offset 0 reads the current frame, and frames
+    of one batch see each other's current output). In eval mode the neighbours are decoded."""
 
     def init_frame_buffer(self, persistent: bool = True) -> None:
         dtype = self.config.buffer_dtype
@@ -568,6 +589,7 @@ class FlowGuidedOutput:
         training, decoded in eval mode."""
         decoded = self.decode_independent(frame_idx, frames)
         if self.training:
+            self._store(frame_idx, decoded[0])
             return self.aggregate_neighbours(frame_idx, decoded, self._buffered)
         return self.aggregate_neighbours(frame_idx, decoded, lambda idx: self.decode_independent(idx)[0])
 
@@ -600,12 +622,11 @@ class FlowGuidedOutput:
         for chunk in frame_idx.to(device).split(INTERNAL_BATCH):
             self.frame_buffer[chunk] = self.decode_independent(chunk, None, frames)[0].to(dtype)
 
-    def after_step(self, frame_idx: Tensor, outputs: dict[str, Tensor]) -> None:
-        """Stores the step's independent frames in the buffer."""
-        super().after_step(frame_idx, outputs)
+    def _store(self, frame_idx: Tensor, independent: Tensor) -> None:
+        """Writes a training step's independent frames (detached) into the buffer."""
         if self.aggregator is not None and self.frame_buffer.numel():
             buffer = self.frame_buffer
-            buffer[frame_idx.to(buffer.device)] = outputs["independent"].detach().to(buffer.dtype)
+            buffer[frame_idx.to(buffer.device)] = independent.detach().to(buffer.dtype)
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
         # The buffer is allocated lazily: take the saved one's shape before loading it.

@@ -24,6 +24,7 @@ class NeRVConfig(ModelConfig):
     strides: tuple[int, ...] | str = (5, 2, 2, 2, 2)  # or "auto": derived from the frame size
     num_blocks: int = 5  # used when strides is "auto"
     target_latent_height: int = 9  # used when strides is "auto"
+    expansion: float = 1.0  # the first block's output width is int(channels * expansion)
     reduction: float = 2.0
     lower_width: int = 96
     kernel_size: int = 3
@@ -51,7 +52,8 @@ class NeRV(VideoINR):
         self.pe = PositionalEncoding(config.pe_base, config.pe_levels)
         stem_out = config.channels * self.latent_h * self.latent_w
         self.stem = MLP([self.pe.dim, *config.stem_dims, stem_out], config.activation)
-        widths = reduced_widths(config.channels, self.strides, config.reduction, config.lower_width)
+        first = int(config.channels * config.expansion)
+        widths = reduced_widths(first, self.strides, config.reduction, config.lower_width)
         c_in = [config.channels, *widths[:-1]]
         self.blocks = nn.Sequential(
             *(
