@@ -267,6 +267,30 @@ def test_decoding_ranges_equals_decoding_the_whole_video(fitted):
     assert (decode(decoder, shuffled, None, batch_size=3) - whole[shuffled]).abs().max() < 1e-5
 
 
+def test_a_range_decodes_every_independent_frame_in_the_same_chunk_as_the_whole_video(fitted, monkeypatch):
+    model, _ = fitted
+    decoder = TNeRV.from_transmitted(model.config, model.transmitted_state())
+    chunks: list[tuple[int, ...]] = []
+    original = decoder.decode_independent
+
+    def recording(idx: torch.Tensor, *args, **kwargs):
+        chunks.append(tuple(idx.tolist()))
+        return original(idx, *args, **kwargs)
+
+    monkeypatch.setattr(decoder, "decode_independent", recording)
+
+    def chunk_of_each_frame(a: int, b: int) -> dict[int, tuple[int, ...]]:
+        chunks.clear()
+        decode(decoder, torch.arange(a, b), None, batch_size=3)
+        return {j: chunk for chunk in chunks for j in chunk}
+
+    n = model.config.num_frames
+    whole = chunk_of_each_frame(0, n)
+    for a, b in [(0, 3), (3, 6), (6, n), (3, 4), (1, 2)]:
+        # Another chunk would be another batch composition: kernels may round differently for it.
+        assert all(whole[j] == chunk for j, chunk in chunk_of_each_frame(a, b).items()), (a, b)
+
+
 def test_stale_embeddings_need_the_frames(tiny_clip):
     model = tiny()
     clip = tiny_clip.float() / 255
