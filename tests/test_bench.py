@@ -6,6 +6,7 @@ import pytest
 
 from tnerv.bench.protocols import protocol
 from tnerv.bench.runner import BenchRun, Unit, parse_methods, plan_units
+from tnerv.bench.tables import tables_for
 from tnerv.errors import TnervError
 from tnerv.metrics import bits_per_pixel
 from tnerv.video.datasets import dataset_sequences
@@ -169,6 +170,13 @@ def test_ablation_bench_fits_each_ablated_tnerv_at_the_same_budget(tmp_path):
     assert [c["grids"] for c in run_configs] == [True, False, True]
     assert [c["flow"] for c in run_configs] == [True, True, False]
     assert all(abs(r["parameters"] / 20_000 - 1) < 0.05 for r in records)
+    # E1's embeddings take the grids' parameters; the decoder's widths are the full model's.
+    assert "embed_channels" in records[1]["widths_changed"]
+    assert not {"pre_channels", "block_channels"} & set(records[1]["widths_changed"])
+    assert all(run_configs[1][k] == run_configs[0][k] for k in ("pre_channels", "block_channels"))
+    table = next(t for t in tables_for(records, "ablation") if t.name == "ablation_widths")
+    assert [row[0].text for row in table.rows] == ["T-NeRV (E1)", "T-NeRV (D1)"]
+    assert "embed_channels" in table.rows[0][1].text
 
 
 def test_a_video_shorter_than_the_protocol_gives_all_its_frames():

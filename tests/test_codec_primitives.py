@@ -8,10 +8,12 @@ import torch
 
 from tnerv.codec.bitstream import BitstreamError, TensorSection, decode_file, encode_file
 from tnerv.codec.entropy import (
+    LIKELIHOOD_FLOOR,
     FactorizedDensity,
     counts_from_symbols,
     decode_symbols,
     encode_symbols,
+    lower_bound,
     probabilities_to_counts,
 )
 from tnerv.codec.quantize import LearnedQuantizer, as_float32, uniform_quantize
@@ -42,6 +44,33 @@ def test_density_learns_close_to_the_empirical_entropy():
         loss.backward()
         optimizer.step()
     assert density.bits(q).item() < entropy_bits * 1.02
+
+
+def test_lower_bound_floors_forward_and_passes_gradients_that_raise_the_value():
+    x = torch.tensor([1e-12, 1e-12, 0.5], requires_grad=True)
+    y = lower_bound(x, 1e-9)
+    assert torch.equal(y.detach(), x.detach().clamp_min(1e-9))
+    (y * torch.tensor([-1.0, 1.0, 1.0])).sum().backward()
+    # Below the bound only the gradient whose descent step raises x passes; above it, every one.
+    assert x.grad.tolist() == [-1.0, 0.0, 1.0]
+
+
+def test_a_symbol_below_the_likelihood_floor_gets_a_rate_gradient_that_raises_its_likelihood():
+    torch.manual_seed(0)
+    density = FactorizedDensity(init_scale=10)
+    q = torch.tensor([300.0])
+    before = density.likelihood(q).item()
+    assert 0 < before < LIKELIHOOD_FLOOR
+    bits = density.bits(q)
+    assert bits.item() == pytest.approx(-np.log2(LIKELIHOOD_FLOOR), rel=1e-6)  # the forward value is floored
+    bits.backward()
+    grads = [p.grad for p in density.parameters() if p.grad is not None]
+    assert grads and any(g.abs().sum() > 0 for g in grads)
+    with torch.no_grad():
+        for p in density.parameters():
+            if p.grad is not None:
+                p -= 1e-3 * p.grad / max(g.abs().max() for g in grads)
+    assert density.likelihood(q).item() > before
 
 
 def test_counts_are_positive_and_sum_to_the_precision():

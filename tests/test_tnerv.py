@@ -10,7 +10,8 @@ import torch
 from tnerv.errors import TnervError
 from tnerv.metrics import psnr
 from tnerv.models import config_to_dict, create_model, list_models, list_presets, load_preset, make_config
-from tnerv.models.tnerv import ABLATIONS, TNeRV, TNeRVConfig, apply_ablations
+from tnerv.models.sizing import solve_ablated_for_budget, solve_for_budget
+from tnerv.models.tnerv import ABLATIONS, TNeRV, TNeRVConfig, apply_ablations, block_widths, kernel_sizes
 from tnerv.train import TrainConfig, VideoFrames, fit, fusion_loss
 from tnerv.video import resize_and_crop
 
@@ -128,6 +129,52 @@ def test_ablations_given_as_data_take_effect_and_configs_round_trip():
     assert model.config.ablations == ("D1", "E3") and not model.config.flow
     data = json.loads(json.dumps(config_to_dict(model.config)))
     assert make_config("tnerv", data) == model.config
+
+
+# A tiny geometry whose embeddings and grids are a fair share of a 60k budget.
+BALANCED = {**TINY, "num_frames": 32, "grid_resolutions": (8, 16), "embed_channels": 8, "grid_channels": 8}
+
+
+def widths(config: TNeRVConfig) -> dict:
+    return {
+        "embed_channels": config.embed_channels, "grid_channels": config.grid_channels,
+        "pre_channels": config.pre_channels, "block_channels": block_widths(config, 3),
+    }
+
+
+@pytest.mark.parametrize("names", [[n] for n in ABLATIONS] + [["E1", "D2"], ["E3", "D1"]])
+def test_an_ablation_at_a_budget_keeps_the_full_models_other_widths(names):
+    budget, tolerance = 60_000, 0.05
+    full, _ = solve_for_budget("tnerv", TNeRVConfig(**BALANCED), budget, tolerance)
+    ablated, reached, changed = solve_ablated_for_budget("tnerv", TNeRVConfig(**BALANCED), names, budget, tolerance)
+    assert reached == TNeRV.transmitted_size(ablated)["transmitted"]
+    assert abs(reached / budget - 1) <= tolerance
+    assert ablated.ablations == tuple(names)
+    # Which widths may move: the latent that is left takes a removed input's parameters (E1, E2),
+    # the decoder is re-solved when it changed itself (D1-D3); the rest stay the full model's.
+    movable = {"E1": {"embed_channels"}, "E2": {"grid_channels"}}
+    decoder = {"pre_channels", "block_channels"} if set(names) & {"D1", "D2", "D3"} else set()
+    allowed = set().union(decoder, *(movable.get(n, set()) for n in names))
+    removed = {"grid_channels"} if "E1" in names else {"embed_channels"} if "E2" in names else set()
+    before, after = widths(full), widths(ablated)
+    for name in set(before) - allowed - removed:
+        assert after[name] == before[name], name
+    assert changed == {k: (before[k], after[k]) for k in before if before[k] != after[k] and k not in removed}
+    if "D3" in names:
+        assert kernel_sizes(ablated, 3) == (5, 5, 5)
+        assert (ablated.embed_channels, ablated.grid_channels) == (full.embed_channels, full.grid_channels)
+        assert set(changed) == {"pre_channels", "block_channels"}  # 5x5 kernels cost more: narrower blocks
+    if set(names) <= {"E3", "E4", "E5"}:
+        assert changed == {} and reached == TNeRV.transmitted_size(full)["transmitted"]  # nothing transmitted changed
+    if "E1" in names:  # the latent keeps its size: the embeddings hold the grids' parameters
+        counts = TNeRV.transmitted_size(full)
+        assert abs(TNeRV.transmitted_size(ablated)["embeddings"] - counts["embeddings"] - counts["grids"]) <= 32 * 32
+
+
+def test_only_tnerv_has_ablations_to_size():
+    config = load_preset("nerv-s-cpu").config()
+    with pytest.raises(TnervError, match="has no ablations"):
+        solve_ablated_for_budget("nerv", config, ["D3"], 1_000_000, 0.05)
 
 
 @pytest.mark.parametrize(
@@ -265,6 +312,30 @@ def test_decoding_ranges_equals_decoding_the_whole_video(fitted):
         assert (part - whole[a:b]).abs().max() < 1e-5, (a, b, batch)
     shuffled = torch.tensor([7, 0, 5, 1])
     assert (decode(decoder, shuffled, None, batch_size=3) - whole[shuffled]).abs().max() < 1e-5
+
+
+def test_a_range_decodes_every_independent_frame_in_the_same_chunk_as_the_whole_video(fitted, monkeypatch):
+    model, _ = fitted
+    decoder = TNeRV.from_transmitted(model.config, model.transmitted_state())
+    chunks: list[tuple[int, ...]] = []
+    original = decoder.decode_independent
+
+    def recording(idx: torch.Tensor, *args, **kwargs):
+        chunks.append(tuple(idx.tolist()))
+        return original(idx, *args, **kwargs)
+
+    monkeypatch.setattr(decoder, "decode_independent", recording)
+
+    def chunk_of_each_frame(a: int, b: int) -> dict[int, tuple[int, ...]]:
+        chunks.clear()
+        decode(decoder, torch.arange(a, b), None, batch_size=3)
+        return {j: chunk for chunk in chunks for j in chunk}
+
+    n = model.config.num_frames
+    whole = chunk_of_each_frame(0, n)
+    for a, b in [(0, 3), (3, 6), (6, n), (3, 4), (1, 2)]:
+        # Another chunk would be another batch composition: kernels may round differently for it.
+        assert all(whole[j] == chunk for j, chunk in chunk_of_each_frame(a, b).items()), (a, b)
 
 
 def test_stale_embeddings_need_the_frames(tiny_clip):

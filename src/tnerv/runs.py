@@ -20,7 +20,7 @@ from tnerv.errors import TnervError
 from tnerv.files import write_json_atomic
 from tnerv.metrics import QualityReport
 from tnerv.models import VideoINR, config_to_dict, create_model, load_preset, make_config, model_class
-from tnerv.models.sizing import solve_for_budget
+from tnerv.models.sizing import solve_ablated_for_budget
 from tnerv.train import CHECKPOINT, METRICS_LOG, TrainConfig, VideoFrames, evaluate, fit, pick_device, seed_everything
 from tnerv.video import read_video, resize_and_crop, to_uint8, write_frames
 
@@ -149,10 +149,10 @@ def fit_run(
         base = dict(loaded.model_config) if loaded else {}
         model_values = {**base, **(model_overrides or {}), "height": h, "width": w, "num_frames": n}
         model_config = make_config(name, model_values)
-        if ablations:
+        if size is not None:  # the full model at the size, then the ablations change only what they name
+            model_config, _, _ = solve_ablated_for_budget(name, model_config, ablations or (), size)
+        elif ablations:
             model_config = model_class(name).apply_ablations(model_config, ablations)
-        if size is not None:
-            model_config, _ = solve_for_budget(name, model_config, size)
         train_values = {**model_class(name).train_defaults, **(loaded.train if loaded else {}), **(train_overrides or {})}
         config = TrainConfig.from_dict(train_values)
         run = {

@@ -31,7 +31,7 @@ from tnerv.metrics import psnr
 from tnerv.models import config_to_dict, list_models, load_preset, model_class
 from tnerv.models.base import VideoINR
 from tnerv.models.settings import base_config
-from tnerv.models.sizing import solve_for_budget
+from tnerv.models.sizing import solve_ablated_for_budget
 from tnerv.models.tnerv import ABLATIONS
 from tnerv.runs import RUN_FILE, VideoSpec, fit_run, load_frames, load_run, write_json_atomic
 from tnerv.train import VideoFrames, pick_device
@@ -139,18 +139,25 @@ def video_spec(video: Sequence, protocol: Protocol) -> VideoSpec:
     )
 
 
-def model_config(unit: Unit, protocol: Protocol, num_frames: int) -> dict[str, Any]:
-    """The unit's model config: the setting's (paper) or the CPU preset's geometry, ablated, scaled to size."""
+def sized_config(unit: Unit, protocol: Protocol, num_frames: int) -> tuple[dict[str, Any], dict[str, list[Any]]]:
+    """The unit's model config: the setting's (paper) or the CPU preset's geometry, scaled to size, then
+    ablated (which keeps the full model's widths but those it names); and the widths the ablation
+    changed, {field: [full model's, ablated's]}."""
     model = unit.model
     assert model is not None
     if protocol.scale == "cpu":
         config = load_preset(f"{model}-s-cpu").config(height=protocol.height, width=protocol.width, num_frames=num_frames)
     else:
         config = base_config(model, protocol.setting, num_frames)
-    if unit.ablations:
-        config = model_class(model).apply_ablations(config, list(unit.ablations))
-    config, _ = solve_for_budget(model, config, unit.size or protocol.budget, protocol.size_tolerance)
-    return config_to_dict(config)
+    config, _, changed = solve_ablated_for_budget(
+        model, config, unit.ablations, unit.size or protocol.budget, protocol.size_tolerance
+    )
+    return config_to_dict(config), json.loads(json.dumps(changed))
+
+
+def model_config(unit: Unit, protocol: Protocol, num_frames: int) -> dict[str, Any]:
+    """The unit's model config (see sized_config)."""
+    return sized_config(unit, protocol, num_frames)[0]
 
 
 def _train_setup(unit: Unit, protocol: Protocol) -> tuple[str | None, dict[str, Any]]:
@@ -336,8 +343,9 @@ class BenchRun:
         """Fits the unit's model and decodes every frame from its transmitted state alone."""
         run_dir = self.out / "runs" / unit.video.name / unit.key
         preset, train = _train_setup(unit, self.protocol)
+        config, changed = sized_config(unit, self.protocol, len(frames))
         fitted = fit_run(
-            spec, run_dir, unit.model, preset, model_overrides=model_config(unit, self.protocol, len(frames)),
+            spec, run_dir, unit.model, preset, model_overrides=config,
             train_overrides=train, resume=(run_dir / RUN_FILE).exists(), progress=self.progress,
         )
         net, _, _ = load_run(run_dir, device=str(device))
@@ -347,7 +355,7 @@ class BenchRun:
         record.update(
             psnr=fitted.report.psnr, ms_ssim=fitted.report.ms_ssim, ms_ssim_variant=fitted.report.ms_ssim_variant,
             parameters=fitted.parameters["transmitted"], encode_seconds=fitted.train_seconds, decode_fps=fps,
-            epochs=fitted.epochs, ablations=list(unit.ablations),
+            epochs=fitted.epochs, ablations=list(unit.ablations), widths_changed=changed,
         )
         return frame
 

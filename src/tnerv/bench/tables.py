@@ -430,6 +430,32 @@ def byte_allocation_table(records: Sequence[Record]) -> Table:
     )
 
 
+def _width_change(field: str, change: Sequence[Any]) -> str:
+    before, after = (", ".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v) for v in change)
+    return f"{field} {before} -> {after}"
+
+
+def ablation_widths_table(records: Sequence[Record]) -> Table:
+    """Per ablated T-NeRV, the widths its ablation changed from the full model's at the same size."""
+    ablated = [r for r in records if r.get("ablations")]
+    labels = method_labels(ablated)
+    rows = []
+    for method in methods_of(ablated):
+        # One config per frame count: videos of another length may have other widths.
+        changes = ordered(
+            "; ".join(_width_change(f, c) for f, c in (r.get("widths_changed") or {}).items()) or "none"
+            for r in ablated if r["method"] == method
+        )
+        rows.append([Cell(labels[method]), Cell(" | ".join(changes))])
+    return Table(
+        name="ablation_widths",
+        title="Widths the ablations changed",
+        columns=["Model", "Widths changed (full T-NeRV's -> ablated)"],
+        rows=rows,
+        caption=caption_for(ablated, "Every other width is the full T-NeRV's at the same size"),
+    )
+
+
 def tables_for(records: Sequence[Record], bench: str, reference: str = "tnerv") -> list[Table]:
     """The tables that fit a bench kind, built from its records."""
     records = select(records, bench)
@@ -437,6 +463,8 @@ def tables_for(records: Sequence[Record], bench: str, reference: str = "tnerv") 
         raise TnervError(f"there are no records of the {bench} bench")
     if bench != "compression":
         quality = [quality_table(records, metric) for metric in METRICS]
+        if bench == "ablation" and any(r.get("ablations") for r in records):
+            quality.append(ablation_widths_table(records))
         return [timing_table(records), *quality] if bench == "timing" else quality
     tables = [rd_points_table(records)]
     methods = methods_of(_compression(records))

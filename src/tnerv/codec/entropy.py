@@ -23,6 +23,29 @@ PRECISION = 16
 LIKELIHOOD_FLOOR = 1e-9
 
 
+class _LowerBound(torch.autograd.Function):
+    """max(x, bound) whose gradient also passes below the bound when it would raise x (CompressAI's LowerBound)."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, x: Tensor, bound: float) -> Tensor:
+        ctx.save_for_backward(x)
+        ctx.bound = bound
+        return x.clamp_min(bound)
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor) -> tuple[Tensor, None]:
+        (x,) = ctx.saved_tensors
+        # A descent step moves x by -grad: a negative gradient below the bound pushes x up, towards
+        # the bound, so it passes; a plain clamp would leave such a symbol with no gradient at all.
+        passes = (x >= ctx.bound) | (grad < 0)
+        return grad * passes.to(grad.dtype), None
+
+
+def lower_bound(x: Tensor, bound: float) -> Tensor:
+    """max(x, bound) in the forward pass, with the gradient of _LowerBound."""
+    return _LowerBound.apply(x, bound)
+
+
 class FactorizedDensity(nn.Module):
     """A learned density over the integers of one tensor (all elements i.i.d.)."""
 
@@ -58,7 +81,7 @@ class FactorizedDensity(nn.Module):
 
     def bits(self, q: Tensor) -> Tensor:
         """Total information content of the values in q, in bits."""
-        return -torch.log2(self.likelihood(q).clamp_min(LIKELIHOOD_FLOOR)).sum()
+        return -torch.log2(lower_bound(self.likelihood(q), LIKELIHOOD_FLOOR)).sum()
 
     @torch.no_grad()
     def frequency_table(self, qmin: int, qmax: int) -> np.ndarray:

@@ -158,6 +158,14 @@ class VideoINR(nn.Module):
         raise TnervError(f"model {cls.name!r} has no ablations (T-NeRV has E1-E5 and D1-D3)")
 
     @classmethod
+    def ablate_at_budget(
+        cls, config: ModelConfig, names: list[str], budget: int, tolerance: float
+    ) -> tuple[ModelConfig, int, dict[str, tuple[Any, Any]]]:
+        """The ablations applied to a config already at `budget`, re-sized to stay at it: the config,
+        its size and the widths changed ({field: (before, after)}); other models have no ablations."""
+        raise TnervError(f"model {cls.name!r} has no ablations (T-NeRV has E1-E5 and D1-D3)")
+
+    @classmethod
     def scale_widths(cls, config: ModelConfig, factor: float) -> ModelConfig:
         """The config with its size knob turned by `factor` (1 = unchanged; larger = more parameters),
         keeping its split between components: the hook `tnerv.models.sizing.solve_for_budget` bisects on."""

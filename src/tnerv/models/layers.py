@@ -646,7 +646,10 @@ class FlowGuidedOutput:
     ) -> Iterator[tuple[Tensor, Tensor]]:
         """The evaluation forward pass, in batches: the independent frames of the batch and of its
         neighbours (those inside the video) are decoded once, kept while later batches need them, and
-        aggregated. Any range of frames decodes exactly as in a decode of the whole video."""
+        aggregated. Independent frames are decoded in chunks aligned to multiples of `batch_size` in
+        the video, so each frame's I(t) is the same computation whatever frames are asked for; with
+        batches of `frame_idx` aligned the same way (as `tnerv.compress.decode_frames` aligns them), any
+        range decodes bit for bit as in a decode of the whole video."""
         n, device = self.config.num_frames, _device_of(self)
         order = [int(i) for i in frame_idx.tolist()]
         batches = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
@@ -657,12 +660,17 @@ class FlowGuidedOutput:
 
         cache: dict[int, tuple[Tensor | None, ...]] = {}
         for b, batch in enumerate(batches):
-            missing = [j for j in needed(batch) if j not in cache]
-            for s in range(0, len(missing), batch_size):
-                chunk = torch.tensor(missing[s : s + batch_size], device=device)
-                decoded = self.decode_independent(chunk, None, frames)
-                for pos, j in enumerate(missing[s : s + batch_size]):
-                    cache[j] = tuple(x[pos] if x is not None else None for x in decoded)
+            for j in needed(batch):
+                if j in cache:
+                    continue
+                # The chunk depends on j alone: kernels may round differently for another batch
+                # composition, and a range must not decode its frames' neighbours otherwise than a
+                # whole-video decode does.
+                start = j // batch_size * batch_size
+                chunk = list(range(start, min(start + batch_size, n)))
+                decoded = self.decode_independent(torch.tensor(chunk, device=device), None, frames)
+                for pos, k in enumerate(chunk):
+                    cache[k] = tuple(x[pos] if x is not None else None for x in decoded)
             idx = torch.tensor(batch, device=device)
             decoded = tuple(
                 torch.stack([cache[j][i] for j in batch]) if cache[batch[0]][i] is not None else None for i in range(3)

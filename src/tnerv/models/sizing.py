@@ -166,3 +166,18 @@ def solve_for_budget(model: str, config: Any, budget: int, tolerance: float = 0.
             f"(positional encodings, heads, embeddings) may be too large for the budget"
         )
     return best, reached
+
+
+def solve_ablated_for_budget(
+    model: str, config: Any, ablations: list[str] | tuple[str, ...], budget: int, tolerance: float = 0.01
+) -> tuple[Any, int, dict[str, tuple[Any, Any]]]:
+    """The config with `ablations` applied at `budget` transmitted parameters, the size reached and the
+    widths the ablations changed ({field: (full model's, ablated's)}). The full model is scaled to the
+    budget first and the ablation changes only what it names, plus the widths the model says take up
+    the budget it frees or needs (T-NeRV: `TNeRV.ablate_at_budget`); no ablations: `solve_for_budget`."""
+    from tnerv.models.registry import model_class
+
+    full, reached = solve_for_budget(model, config, budget, tolerance)
+    if not ablations:
+        return full, reached, {}
+    return model_class(model).ablate_at_budget(full, list(ablations), budget, tolerance)

@@ -110,6 +110,16 @@ ABLATIONS = {
 }
 
 
+# Where an ablation at a fixed size moves the budget (TNeRV.ablate_at_budget); every other width keeps
+# the full model's. E1/E2: the removed input's parameters go to the one that is left, so that the latent
+# keeps its size and the decoder stays the same network (the ablation compares the inputs). D1-D3: the
+# decoder itself changed, so its widths (Pre-Block and blocks) are solved to the budget again. E3-E5
+# change only the encoder side, which is not transmitted: nothing moves.
+LATENT_TRANSFERS = {"E1": ("grids", "embeddings"), "E2": ("embeddings", "grids")}
+DECODER_ABLATIONS = frozenset({"D1", "D2", "D3"})
+WIDTH_FIELDS = ("embed_channels", "grid_channels", "pre_channels", "block_channels")
+
+
 def _num_blocks(config: TNeRVConfig) -> int:
     return config.num_blocks if config.strides == "auto" else len(config.strides)
 
@@ -160,6 +170,24 @@ def block_widths(config: TNeRVConfig, num_blocks: int) -> tuple[int, ...]:
     if len(widths) != num_blocks:
         raise TnervError(f"block_channels has {len(widths)} widths for {num_blocks} upsampling blocks")
     return widths
+
+
+def widths_changed(before: TNeRVConfig, after: TNeRVConfig) -> dict[str, tuple[Any, Any]]:
+    """The channel widths that differ between two configs, {field: (before, after)}; a width of a part
+    that `after` removed (grids by E1, embeddings by E2) is not a change."""
+    n = _num_blocks(before)
+    removed = {"grid_channels": not after.grids, "embed_channels": not after.frame_embeddings}
+    changed = {}
+    for name in WIDTH_FIELDS:
+        if removed.get(name):
+            continue
+        old, new = (
+            (block_widths(before, n), block_widths(after, n)) if name == "block_channels"
+            else (getattr(before, name), getattr(after, name))
+        )
+        if old != new:
+            changed[name] = (old, new)
+    return changed
 
 
 def kernel_sizes(config: TNeRVConfig, num_blocks: int) -> tuple[int, ...]:
@@ -281,7 +309,7 @@ class TNeRV(EncodedEmbeddings, FlowGuidedOutput, VideoINR):
             raise TnervError(f"the size budget must be positive, got {budget}")
         counts = cls.transmitted_size(config)
         total = counts["transmitted"]
-        strides, (h, w) = resolve_strides(
+        _, (h, w) = resolve_strides(
             config.height, config.width, config.strides, config.num_blocks, config.target_latent_height
         )
         base = config
@@ -292,11 +320,28 @@ class TNeRV(EncodedEmbeddings, FlowGuidedOutput, VideoINR):
             share = budget * counts["grids"] / total
             per_channel = sum(config.grid_resolutions) * h * w
             base = dataclasses.replace(base, grid_channels=max(1, round(share / per_channel)))
-        widths = block_widths(config, len(strides))
+        scaled, reached = cls.fit_decoder(base, budget)
+        if abs(reached / budget - 1) > 0.03:
+            raise TnervError(
+                f"T-NeRV cannot be scaled to {budget:,} parameters keeping its split (closest: {reached:,}); "
+                f"its fixed parts (Temp. MLP, heads) or its embeddings and grids leave no room for a decoder"
+            )
+        parts = cls.transmitted_size(scaled)
+        log.info(
+            "T-NeRV scaled to %s parameters (budget %s): decoder %.1f%%, grids %.1f%%, embeddings %.1f%%",
+            f"{reached:,}", f"{budget:,}", *(100 * parts[k] / reached for k in ("decoder", "grids", "embeddings")),
+        )
+        return scaled
+
+    @classmethod
+    def fit_decoder(cls, config: TNeRVConfig, budget: int) -> tuple[TNeRVConfig, int]:
+        """The config with its decoder's widths (Pre-Block and T-NeRV blocks) scaled by the common factor,
+        found by bisection, that brings the transmitted size closest to `budget`, and that size."""
+        widths = block_widths(config, _num_blocks(config))
 
         def widened(k: float) -> TNeRVConfig:
             return dataclasses.replace(
-                base, pre_channels=max(1, round(config.pre_channels * k)),
+                config, pre_channels=max(1, round(config.pre_channels * k)),
                 block_channels=tuple(max(1, round(c * k)) for c in widths),
             )
 
@@ -317,19 +362,40 @@ class TNeRV(EncodedEmbeddings, FlowGuidedOutput, VideoINR):
                 break
             mid = math.sqrt(lo * hi)
             lo, hi = (mid, hi) if size(mid) < budget else (lo, mid)
-        best = min(sizes, key=lambda k: abs(sizes[k] - budget))
-        scaled, reached = widened(best), sizes[best]
-        if abs(reached / budget - 1) > 0.03:
-            raise TnervError(
-                f"T-NeRV cannot be scaled to {budget:,} parameters keeping its split (closest: {reached:,}); "
-                f"its fixed parts (Temp. MLP, heads) or its embeddings and grids leave no room for a decoder"
-            )
-        parts = cls.transmitted_size(scaled)
-        log.info(
-            "T-NeRV scaled to %s parameters (budget %s): decoder %.1f%%, grids %.1f%%, embeddings %.1f%%",
-            f"{reached:,}", f"{budget:,}", *(100 * parts[k] / reached for k in ("decoder", "grids", "embeddings")),
+        # Ties go to the factor closest to 1: widths that need not change do not.
+        best = min(sizes, key=lambda k: (abs(sizes[k] - budget), abs(math.log(k))))
+        return widened(best), sizes[best]
+
+    @classmethod
+    def ablate_at_budget(
+        cls, config: TNeRVConfig, names: list[str] | tuple[str, ...], budget: int, tolerance: float
+    ) -> tuple[TNeRVConfig, int, dict[str, tuple[Any, Any]]]:
+        """The ablations applied to a config that is already at `budget` (the full T-NeRV, scaled), and
+        the budget re-spent as LATENT_TRANSFERS and DECODER_ABLATIONS say: the ablated config, its size
+        and the widths that changed ({field: (full model's, ablated's)}). Every other width is the full
+        model's; the decoder is also re-solved when an encoder ablation leaves the size off the budget
+        by more than `tolerance`."""
+        ablated = apply_ablations(config, names)
+        counts = cls.transmitted_size(config)
+        _, (h, w) = resolve_strides(
+            config.height, config.width, config.strides, config.num_blocks, config.target_latent_height
         )
-        return scaled
+        per_channel = {"embeddings": config.num_frames * h * w, "grids": sum(config.grid_resolutions) * h * w}
+        field = {"embeddings": "embed_channels", "grids": "grid_channels"}
+        for name in ablated.ablations:
+            if name in LATENT_TRANSFERS and name not in config.ablations:
+                removed, kept = LATENT_TRANSFERS[name]
+                channels = round((counts[kept] + counts[removed]) / per_channel[kept])
+                ablated = dataclasses.replace(ablated, **{field[kept]: max(1, channels)})
+        reached = cls.transmitted_size(ablated)["transmitted"]
+        if DECODER_ABLATIONS & set(ablated.ablations) or abs(reached / budget - 1) > tolerance:
+            ablated, reached = cls.fit_decoder(ablated, budget)
+        if abs(reached / budget - 1) > tolerance:
+            raise TnervError(
+                f"T-NeRV with ablations {'+'.join(ablated.ablations)} cannot be brought to {budget:,} parameters "
+                f"within {tolerance:.1%} (closest: {reached:,}) keeping the full model's other widths"
+            )
+        return ablated, reached, widths_changed(config, ablated)
 
     # ----------------------------------------------------------------------------------------------
     # Encoding and decoding.
