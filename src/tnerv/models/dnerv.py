@@ -44,9 +44,9 @@ DNERV_ENCODER = {"layer_scale": 0.0, "block_norm": False, "norm_after_conv": Tru
 
 @dataclass
 class DNeRVConfig(ModelConfig):
-    """DNeRV's architecture; the defaults are its reference model at 1920x960 (difference embeddings
-    2x40x80, fusion after the third block; 3.0M without the difference embeddings, which DNeRV's paper
-    leaves out of its size)."""
+    """DNeRV's architecture; the defaults are its reference model at 1920x960, layer for layer the
+    official cfgs/DNeRV.yaml (difference embeddings 2x40x80, fusion after the third block; decoder
+    3,405,368 parameters; DNeRV's paper leaves the difference embeddings out of its size)."""
 
     height: int = 960
     width: int = 1920
