@@ -6,7 +6,13 @@ collaborative content unit (a gated fusion) after one of the content blocks.
 Where the difference stream meets the content stream follows from the geometry: the difference
 embedding has the content's resolution after block `fusion_block`, divided by `diff_decoder_stride`
 (2x40x80 at 1920x960 in the reference; 2x10x20 with fusion after the second block in the 3M setting
-and 2x45x80 at 1280x720, supplementary C.2/C.3)."""
+and 2x45x80 at 1280x720, supplementary C.2/C.3).
+
+DNeRV's reference encoders are not HNeRV's ConvNeXt: every stage is conv (kernel = stride) ->
+LayerNorm -> a ConvNeXt block without LayerNorm and layer scale, all stages `encoder_width` wide, then
+a 1x1 convolution to the embedding; default initialisation; the difference encoder reads the two
+differences' channels interleaved. `encoder_style = "dnerv"` (the default) builds those; "hnerv" builds
+HNeRV's encoder. The blocks' widths are floor-divided (`width // 1.2`) and have no lower bound."""
 
 from __future__ import annotations
 
@@ -31,11 +37,16 @@ from tnerv.models.registry import register_model
 from tnerv.models.sizing import config_geometry, resolve_strides, split_into_strides
 
 
+ENCODER_STYLES = ("dnerv", "hnerv")
+# ConvNeXtEncoder's options for DNeRV's reference encoders (see the module's docstring).
+DNERV_ENCODER = {"layer_scale": 0.0, "block_norm": False, "norm_after_conv": True, "convnext_init": False}
+
+
 @dataclass
 class DNeRVConfig(ModelConfig):
-    """DNeRV's architecture; the defaults are its reference model at 1920x960 (difference embeddings
-    2x40x80, fusion after the third block; 3.0M without the difference embeddings, which DNeRV's paper
-    leaves out of its size)."""
+    """DNeRV's architecture; the defaults are its reference model at 1920x960, layer for layer the
+    official cfgs/DNeRV.yaml (difference embeddings 2x40x80, fusion after the third block; decoder
+    3,405,368 parameters; DNeRV's paper leaves the difference embeddings out of its size)."""
 
     height: int = 960
     width: int = 1920
@@ -45,6 +56,7 @@ class DNeRVConfig(ModelConfig):
     embed_channels: int = 16  # content embedding (HNeRV's)
     encoder_width: int = 64
     encoder_blocks: int = 1
+    encoder_style: str = "dnerv"  # both encoders: "dnerv" (the reference's) or "hnerv" (HNeRV's ConvNeXt)
     diff_channels: int = 2  # difference embedding
     diff_encoder_width: int = 64
     diff_encoder_stages: int = 3  # at least; more where the difference stream's stride product needs them
@@ -54,7 +66,8 @@ class DNeRVConfig(ModelConfig):
     channels: int = 92  # width after the content embedding's 1x1 convolution ("c2"); solved for a budget
     block_channels: tuple[int, ...] | str = "auto"  # content blocks' widths; "auto": HNeRV's rule
     reduction: float = 1.2
-    lower_width: int = 12
+    lower_width: int = 1  # the reference has no lower bound
+    width_rounding: str = "floor"  # "floor": width // reduction (the reference's); "round": round(width / reduction)
     first_kernel_size: int = 1  # content block i has kernel min(first + 2i, max), as HNeRV
     max_kernel_size: int = 5
     head_kernel_size: int = 3
@@ -118,13 +131,26 @@ class DNeRV(EncodedEmbeddings, VideoINR):
         self.diff_strides, (self.diff_h, self.diff_w), diff_up = diff_geometry(
             c, self.strides, (self.latent_h, self.latent_w)
         )
+        if c.encoder_style not in ENCODER_STYLES:
+            raise TnervError(f"unknown encoder_style {c.encoder_style!r}; available: {', '.join(ENCODER_STYLES)}")
         self.encoder = self.diff_encoder = self.diff_embed = None
         if with_encoder:
-            self.encoder = ConvNeXtEncoder(
-                self.strides, (c.encoder_width,) * (n - 1) + (c.embed_channels,), (c.encoder_blocks,) * n
-            )
             k = len(self.diff_strides)
-            self.diff_encoder = ConvNeXtEncoder(self.diff_strides, (c.diff_encoder_width,) * k, (1,) * k, in_channels=6)
+            if c.encoder_style == "dnerv":
+                self.encoder = ConvNeXtEncoder(
+                    self.strides, (c.encoder_width,) * n, (c.encoder_blocks,) * n, out_channels=c.embed_channels,
+                    **DNERV_ENCODER,
+                )
+                self.diff_encoder = ConvNeXtEncoder(
+                    self.diff_strides, (c.diff_encoder_width,) * k, (1,) * k, in_channels=6, **DNERV_ENCODER
+                )
+            else:
+                self.encoder = ConvNeXtEncoder(
+                    self.strides, (c.encoder_width,) * (n - 1) + (c.embed_channels,), (c.encoder_blocks,) * n
+                )
+                self.diff_encoder = ConvNeXtEncoder(
+                    self.diff_strides, (c.diff_encoder_width,) * k, (1,) * k, in_channels=6
+                )
             self.diff_embed = nn.Conv2d(c.diff_encoder_width, c.diff_channels, 1)
         self.init_embeddings(
             {
@@ -165,7 +191,10 @@ class DNeRV(EncodedEmbeddings, VideoINR):
         last = self.config.num_frames - 1
         prev = source((frame_idx - 1).clamp(0, last)).to(frames)
         nxt = source((frame_idx + 1).clamp(0, last)).to(frames)
-        diff = torch.cat([frames - prev, nxt - frames], dim=1)  # the first/last frame is its own neighbour
+        # The first/last frame is its own neighbour. The reference interleaves the two differences'
+        # channels (prev R, next R, prev G, ...); HNeRV style keeps them in two blocks.
+        diff = torch.stack([frames - prev, nxt - frames], dim=2 if self.config.encoder_style == "dnerv" else 1)
+        diff = diff.flatten(1, 2)
         return {"embeddings": self.encoder(frames), "embeddings_diff": self.diff_embed(self.diff_encoder(diff))}
 
     def forward(self, frame_idx: Tensor, frames: Tensor | None = None) -> dict[str, Tensor]:

@@ -2,8 +2,10 @@
 mixed by two small transformers into the latent; AdaIN driven by a second temporal MLP modulates the
 input of every upsampling stage.
 
-AdaIN is the shared layer (a linear map of the temporal feature to scale and shift); E-NeRV's
-reference puts a GELU after that linear map, which changes no parameter count. The frame index is
+AdaIN is the shared layer (a linear map of the temporal feature to scale and shift). E-NeRV's
+reference puts a GELU after that linear map and modulates as `x_norm * gamma + beta`; both are the
+defaults here (`adain_activation`, `adain_scale_offset`), and neither changes a parameter count. The
+blocks' widths are floor-divided (`width // reduction`), as the reference does. The frame index is
 normalised as t = i / N, the convention of the whole family here (E-NeRV's own is i / (N - 1))."""
 
 from __future__ import annotations
@@ -48,6 +50,9 @@ class ENeRVConfig(ModelConfig):
     lower_width: int = 96
     kernel_size: int = 3
     modulation_dims: tuple[int, ...] = (128, 128)  # second temporal MLP; its output drives every AdaIN
+    adain_activation: str = "gelu"  # after AdaIN's linear map (the reference's); "none": no activation
+    adain_scale_offset: float = 0.0  # x_norm * (offset + gamma) + beta: 0 is the reference's, 1 starts at identity
+    width_rounding: str = "floor"  # "floor": width // reduction (the reference's); "round": round(width / reduction)
     activation: str = "gelu"
     output_activation: str = "sigmoid"
 
@@ -80,9 +85,12 @@ class ENeRV(VideoINR):
         self.fused_transformer = TransformerBlock(c.token_dim, c.heads[1], c.head_dim, c.mlp_dim)
         self.to_latent = MLP([c.token_dim, c.channels], c.activation) if c.token_dim != c.channels else nn.Identity()
 
-        widths = reduced_widths(int(c.channels * c.expansion), self.strides, c.reduction, c.lower_width)
+        widths = reduced_widths(
+            int(c.channels * c.expansion), self.strides, c.reduction, c.lower_width, c.width_rounding
+        )
         self.decoder = ModulatedDecoder(
-            c.channels, widths, self.strides, c.kernel_size, self.pe.dim, c.modulation_dims, c.activation
+            c.channels, widths, self.strides, c.kernel_size, self.pe.dim, c.modulation_dims, c.activation,
+            c.adain_activation, c.adain_scale_offset,
         )
 
     @classmethod

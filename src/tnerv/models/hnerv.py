@@ -46,6 +46,7 @@ class HNeRVConfig(ModelConfig):
     block_channels: tuple[int, ...] | str = "auto"  # output widths of the blocks; "auto": HNeRV's rule below
     reduction: float = 1.2  # "auto" widths: every block divides the width by this, rounded...
     lower_width: int = 12  # ...but not below this
+    width_rounding: str = "round"  # "round": round(width / reduction), the reference's; or "floor"
     first_kernel_size: int = 1  # block i has kernel min(first + 2i, max)
     max_kernel_size: int = 5
     head_kernel_size: int = 3
@@ -55,9 +56,11 @@ class HNeRVConfig(ModelConfig):
 
 def block_widths(config: HNeRVConfig, strides: tuple[int, ...]) -> tuple[int, ...]:
     """Output widths of HNeRV's (and DNeRV's) blocks: explicit, or HNeRV's rule: every upsampling
-    block, the first included, divides the width by `reduction` (rounded, at least `lower_width`)."""
+    block, the first included, divides the width by `reduction` (rounded as `width_rounding` says, at
+    least `lower_width`)."""
     if config.block_channels == "auto":
-        return tuple(reduced_widths(config.channels, (1, *strides), config.reduction, config.lower_width)[1:])
+        args = (config.channels, (1, *strides), config.reduction, config.lower_width, config.width_rounding)
+        return tuple(reduced_widths(*args)[1:])
     widths = tuple(int(w) for w in config.block_channels)
     if len(widths) != len(strides):
         raise TnervError(f"block_channels has {len(widths)} widths for {len(strides)} upsampling blocks")

@@ -13,11 +13,11 @@ from torch import Tensor, nn
 from tnerv.errors import TnervError
 from tnerv.models.base import ENCODER, FrameSource
 
-ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "silu": nn.SiLU, "leaky_relu": nn.LeakyReLU}
+ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "silu": nn.SiLU, "leaky_relu": nn.LeakyReLU, "none": nn.Identity}
 
 
 def make_activation(name: str) -> nn.Module:
-    """An activation module by name ("gelu", "relu", "silu", "leaky_relu")."""
+    """An activation module by name ("gelu", "relu", "silu", "leaky_relu", or "none")."""
     return ACTIVATIONS[name]()
 
 
@@ -58,13 +58,23 @@ class UpsampleBlock(nn.Sequential):
         )
 
 
-def reduced_widths(first: int, strides: tuple[int, ...], reduction: float, lower_width: int) -> list[int]:
+WIDTH_ROUNDINGS = ("round", "floor")
+
+
+def reduced_widths(
+    first: int, strides: tuple[int, ...], reduction: float, lower_width: int, rounding: str = "round"
+) -> list[int]:
     """Output widths of successive upsampling blocks: each upsampling block divides the width by
-    `reduction` (rounded), never going below `lower_width`; a stride-1 block keeps its width."""
+    `reduction`, never going below `lower_width`; a stride-1 block keeps its width. `rounding` "round"
+    rounds the quotient (NeRV, HNeRV); "floor" is Python's `width // reduction`, as E-NeRV's and DNeRV's
+    references compute it."""
+    if rounding not in WIDTH_ROUNDINGS:
+        raise TnervError(f"unknown width rounding {rounding!r}; available: {', '.join(WIDTH_ROUNDINGS)}")
     widths, width = [], first
     for i, stride in enumerate(strides):
         if i > 0 and stride > 1:
-            width = max(round(width / reduction), lower_width)
+            quotient = round(width / reduction) if rounding == "round" else int(width // reduction)
+            width = max(quotient, lower_width)
         widths.append(width)
     return widths
 
@@ -90,12 +100,13 @@ class ChannelsFirstLayerNorm(nn.LayerNorm):
 
 class ConvNeXtBlock(nn.Module):
     """ConvNeXt block (Liu et al. 2022): depthwise 7x7 -> LayerNorm -> Linear 4x -> GELU -> Linear
-    -> layer scale -> residual. No stochastic depth (HNeRV's encoder uses none)."""
+    -> layer scale -> residual. No stochastic depth (HNeRV's encoder uses none). `norm=False` and
+    `layer_scale=0` drop the LayerNorm and the layer scale (DNeRV's encoder blocks apply neither)."""
 
-    def __init__(self, channels: int, layer_scale: float = 1e-6, kernel_size: int = 7):
+    def __init__(self, channels: int, layer_scale: float = 1e-6, kernel_size: int = 7, norm: bool = True):
         super().__init__()
         self.dwconv = nn.Conv2d(channels, channels, kernel_size, padding=kernel_size // 2, groups=channels)
-        self.norm = nn.LayerNorm(channels, eps=1e-6)
+        self.norm = nn.LayerNorm(channels, eps=1e-6) if norm else nn.Identity()
         self.pwconv1 = nn.Linear(channels, 4 * channels)
         self.act = nn.GELU()
         self.pwconv2 = nn.Linear(4 * channels, channels)
@@ -115,7 +126,12 @@ class ConvNeXtEncoder(nn.Module):
     kernel = stride), then applies `blocks[i]` ConvNeXt blocks of width `channels[i]`. The output is
     the last stage's (B, channels[-1], H / prod(strides), W / prod(strides)); no norm after it.
 
-    HNeRV's tiny encoder: channels (64, 64, 64, 64, 16), one block per stage."""
+    HNeRV's tiny encoder: channels (64, 64, 64, 64, 16), one block per stage.
+
+    DNeRV's variant: every stage downsamples with conv then LayerNorm (`norm_after_conv`), its blocks
+    have neither LayerNorm nor layer scale (`block_norm=False`, `layer_scale=0`), a 1x1 convolution
+    maps the last stage to `out_channels`, and the weights keep PyTorch's default initialisation
+    (`convnext_init=False`)."""
 
     def __init__(
         self,
@@ -124,6 +140,10 @@ class ConvNeXtEncoder(nn.Module):
         blocks: tuple[int, ...] | list[int],
         in_channels: int = 3,
         layer_scale: float = 1e-6,
+        block_norm: bool = True,
+        norm_after_conv: bool = False,
+        out_channels: int | None = None,
+        convnext_init: bool = True,
     ):
         super().__init__()
         if not len(strides) == len(channels) == len(blocks):
@@ -136,11 +156,14 @@ class ConvNeXtEncoder(nn.Module):
         c_prev = in_channels
         for i, (s, c, n) in enumerate(zip(strides, channels, blocks)):
             conv = nn.Conv2d(c_prev, c, s, stride=s)
-            norm = ChannelsFirstLayerNorm(c if i == 0 else c_prev)
-            self.downsample.append(nn.Sequential(conv, norm) if i == 0 else nn.Sequential(norm, conv))
-            self.stages.append(nn.Sequential(*(ConvNeXtBlock(c, layer_scale) for _ in range(n))))
+            after = i == 0 or norm_after_conv
+            norm = ChannelsFirstLayerNorm(c if after else c_prev)
+            self.downsample.append(nn.Sequential(conv, norm) if after else nn.Sequential(norm, conv))
+            self.stages.append(nn.Sequential(*(ConvNeXtBlock(c, layer_scale, norm=block_norm) for _ in range(n))))
             c_prev = c
-        self.apply(self._init_weights)
+        self.proj = nn.Conv2d(c_prev, out_channels, 1) if out_channels else None
+        if convnext_init:
+            self.apply(self._init_weights)
 
     @staticmethod
     def _init_weights(m: nn.Module) -> None:
@@ -152,28 +175,33 @@ class ConvNeXtEncoder(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         for down, stage in zip(self.downsample, self.stages):
             x = stage(down(x))
-        return x
+        return self.proj(x) if self.proj is not None else x
 
 
 class AdaIN(nn.Module):
     """Adaptive instance normalisation conditioned on a vector z (B, cond_dim):
 
-        gamma, beta = Linear(cond_dim -> 2 * C)(z).chunk(2)
-        AdaIN(x, z) = InstanceNorm(x) * (1 + gamma) + beta
+        gamma, beta = act(Linear(cond_dim -> 2 * C)(z)).chunk(2)
+        AdaIN(x, z) = InstanceNorm(x) * (scale_offset + gamma) + beta
 
     with InstanceNorm without affine parameters (per sample and channel over H, W, eps 1e-5).
-    This is E-NeRV's and C-NeRV's `x_norm * gamma + beta` with gamma written as 1 + gamma: the same
-    function family and parameter count, but the identity map (times the norm) at initialisation."""
+    The defaults (no activation, scale_offset 1) give the identity map (times the norm) at
+    initialisation; E-NeRV's reference is `activation="gelu"`, `scale_offset=0`, i.e.
+    `x_norm * gamma + beta` with a GELU after the linear map. Neither changes the parameter count."""
 
-    def __init__(self, channels: int, cond_dim: int, eps: float = 1e-5):
+    def __init__(
+        self, channels: int, cond_dim: int, eps: float = 1e-5, activation: str = "none", scale_offset: float = 1.0
+    ):
         super().__init__()
         self.eps = eps
+        self.scale_offset = scale_offset
         self.affine = nn.Linear(cond_dim, 2 * channels)
+        self.act = make_activation(activation)
 
     def forward(self, x: Tensor, cond: Tensor) -> Tensor:
-        gamma, beta = self.affine(cond)[:, :, None, None].chunk(2, dim=1)
+        gamma, beta = self.act(self.affine(cond))[:, :, None, None].chunk(2, dim=1)
         x = nn.functional.instance_norm(x, eps=self.eps)
-        return x * (1 + gamma) + beta
+        return x * (self.scale_offset + gamma) + beta
 
 
 class ModulatedUpsampleBlock(nn.Module):
@@ -182,10 +210,13 @@ class ModulatedUpsampleBlock(nn.Module):
 
     def __init__(
         self, c_in: int, c_out: int, stride: int, kernel_size: int = 3, cond_dim: int | None = None,
-        activation: str = "gelu", expanding: bool = False,
+        activation: str = "gelu", expanding: bool = False, adain_activation: str = "none",
+        adain_scale_offset: float = 1.0,
     ):
         super().__init__()
-        self.adain = AdaIN(c_in, cond_dim) if cond_dim else None
+        self.adain = None
+        if cond_dim:
+            self.adain = AdaIN(c_in, cond_dim, activation=adain_activation, scale_offset=adain_scale_offset)
         block = ExpandingUpsampleBlock if expanding else UpsampleBlock
         self.up = block(c_in, c_out, stride, kernel_size, activation)
 
@@ -359,17 +390,22 @@ class ExpandingUpsampleBlock(nn.Sequential):
 
 class ModulatedDecoder(nn.Module):
     """E-NeRV's decoder (C-NeRV's too): an MLP of the time features conditions AdaIN before every
-    upsampling stage, the first stage widens cheaply (ExpandingUpsampleBlock), a 1x1 head gives RGB."""
+    upsampling stage, the first stage widens cheaply (ExpandingUpsampleBlock), a 1x1 head gives RGB.
+    `adain_activation` and `adain_scale_offset` are passed to every AdaIN (E-NeRV's reference: "gelu", 0)."""
 
     def __init__(
         self, c_latent: int, widths: list[int], strides: tuple[int, ...], kernel_size: int, time_dim: int,
-        modulation_dims: tuple[int, ...], activation: str = "gelu",
+        modulation_dims: tuple[int, ...], activation: str = "gelu", adain_activation: str = "none",
+        adain_scale_offset: float = 1.0,
     ):
         super().__init__()
         self.modulation_mlp = MLP([time_dim, *modulation_dims], activation)
         c_in = [c_latent, *widths[:-1]]
         self.blocks = nn.ModuleList(
-            ModulatedUpsampleBlock(ci, co, s, kernel_size, modulation_dims[-1], activation, expanding=i == 0)
+            ModulatedUpsampleBlock(
+                ci, co, s, kernel_size, modulation_dims[-1], activation, expanding=i == 0,
+                adain_activation=adain_activation, adain_scale_offset=adain_scale_offset,
+            )
             for i, (ci, co, s) in enumerate(zip(c_in, widths, strides))
         )
         self.head = nn.Conv2d(widths[-1], 3, 1)
