@@ -1,10 +1,15 @@
-"""The paper's evaluation settings as data, and every model's config in each (supplementary Appendix C).
+"""The paper's evaluation settings as data, every model's config in each (supplementary Appendix C),
+and the one rule that derives a model's config at another scale in the same proportions.
 
 A setting fixes the frame size, the frame count and the size budget. A model's config in a setting is
 its reference config with the geometry of that frame size (the latent's shape and the strides: C.2 for
-16:9, C.3 for 2:1), scaled to the budget by the size solver, which keeps the model's split between
-components (content-agnostic models, C.3) or gives the decoder what the embeddings leave (content-aware
-models, whose embedding shapes depend on the frame size only, C.2)."""
+16:9, C.3 for 2:1), scaled to the budget keeping the model's split between components (content-agnostic
+models and T-NeRV, C.3: `derive_config`), or with the decoder taking what the embeddings leave
+(content-aware HNeRV and DNeRV, whose embedding shapes depend on the frame size only, C.2). A published
+config that a setting names (T-NeRV's Tab. 6/7/8) is used as it is.
+
+`derive_config` is the rule for any other scale: same latent shape, grids in the same relation to the
+frame count, each component's share of the budget kept (`cpu_config`: the bench's CPU scale)."""
 
 from __future__ import annotations
 
@@ -285,7 +290,8 @@ def _shrink_fixed_widths(config: ModelConfig, factor: float) -> ModelConfig:
             continue
         value = getattr(config, name)
         floor = 1 if name in _FIXED_DECODER_WIDTHS else MIN_ENCODER_WIDTH
-        scaled = [max(min(int(w), floor), scale_width(int(w), factor)) for w in (value if isinstance(value, tuple) else (value,))]
+        widths = value if isinstance(value, tuple) else (value,)
+        scaled = [max(min(int(w), floor), scale_width(int(w), factor)) for w in widths]
         changes[name] = tuple(scaled) if isinstance(value, tuple) else scaled[0]
     return dataclasses.replace(config, **changes)
 
