@@ -30,8 +30,8 @@ from tnerv.errors import TnervError
 from tnerv.metrics import psnr
 from tnerv.models import config_to_dict, list_models, load_preset, model_class
 from tnerv.models.base import VideoINR
-from tnerv.models.settings import base_config
-from tnerv.models.sizing import solve_for_budget
+from tnerv.models.settings import cpu_config, setting_config
+from tnerv.models.sizing import solve_for_budget, split_of
 from tnerv.models.tnerv import ABLATIONS
 from tnerv.runs import RUN_FILE, VideoSpec, fit_run, load_frames, load_run, write_json_atomic
 from tnerv.train import VideoFrames, pick_device
@@ -140,17 +140,26 @@ def video_spec(video: Sequence, protocol: Protocol) -> VideoSpec:
 
 
 def model_config(unit: Unit, protocol: Protocol, num_frames: int) -> dict[str, Any]:
-    """The unit's model config: the setting's (paper) or the CPU preset's geometry, ablated, scaled to size."""
+    """The unit's model config: the setting's (paper scale) or the one derived from it by the rule that
+    keeps its proportions (CPU scale), at the unit's size; ablated T-NeRV is scaled to that size again."""
     model = unit.model
     assert model is not None
+    size = unit.size or protocol.budget
     if protocol.scale == "cpu":
-        config = load_preset(f"{model}-s-cpu").config(height=protocol.height, width=protocol.width, num_frames=num_frames)
+        config = cpu_config(
+            model, protocol.setting, protocol.height, protocol.width, num_frames, size, protocol.size_tolerance
+        )
     else:
-        config = base_config(model, protocol.setting, num_frames)
+        config = setting_config(model, protocol.setting, num_frames, size)
     if unit.ablations:
         config = model_class(model).apply_ablations(config, list(unit.ablations))
-    config, _ = solve_for_budget(model, config, unit.size or protocol.budget, protocol.size_tolerance)
+        config, _ = solve_for_budget(model, config, size, protocol.size_tolerance)
     return config_to_dict(config)
+
+
+def split_record(parameters: dict[str, int]) -> dict[str, float]:
+    """A result's split of its transmitted parameters: percent in the decoder, grids and embeddings."""
+    return {k: round(100 * v, 1) for k, v in split_of(parameters).items()}
 
 
 def _train_setup(unit: Unit, protocol: Protocol) -> tuple[str | None, dict[str, Any]]:
@@ -266,7 +275,8 @@ class BenchRun:
             "dataset": self.dataset, "video": unit.video.name, "method": unit.method, "method_label": unit.label,
             "point": unit.point, "num_frames": n, "height": h, "width": w, "frame_index": keep,
             "original_png": str(original.relative_to(self.out)),
-            "parameters": None, "bpp": None, "num_bytes": None, "bytes_by_component": None, "epochs": None,
+            "parameters": None, "split": None, "bpp": None, "num_bytes": None, "bytes_by_component": None,
+            "epochs": None,
         }
 
     def _keep_frame(self, record: dict[str, Any], unit: Unit, frame: torch.Tensor, original: torch.Tensor) -> None:
@@ -325,7 +335,8 @@ class BenchRun:
         record.update(
             psnr=result.psnr, ms_ssim=result.ms_ssim, ms_ssim_variant=result.ms_ssim_variant, bpp=result.bpp,
             num_bytes=result.num_bytes, bytes_by_component=result.bytes_by_component,
-            parameters=result.parameters["transmitted"], encode_seconds=result.encode_seconds, decode_fps=fps,
+            parameters=result.parameters["transmitted"], split=split_record(result.parameters),
+            encode_seconds=result.encode_seconds, decode_fps=fps,
             method_detail=result.method, file=str(path.relative_to(self.out)), epochs=self.protocol.epochs,
         )
         return frame
@@ -346,7 +357,8 @@ class BenchRun:
         fps, frame = timed_decode(lambda: cls.from_transmitted(cfg, state).to(device), len(frames), keep, device)
         record.update(
             psnr=fitted.report.psnr, ms_ssim=fitted.report.ms_ssim, ms_ssim_variant=fitted.report.ms_ssim_variant,
-            parameters=fitted.parameters["transmitted"], encode_seconds=fitted.train_seconds, decode_fps=fps,
+            parameters=fitted.parameters["transmitted"], split=split_record(fitted.parameters),
+            encode_seconds=fitted.train_seconds, decode_fps=fps,
             epochs=fitted.epochs, ablations=list(unit.ablations),
         )
         return frame
