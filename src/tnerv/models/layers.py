@@ -637,10 +637,12 @@ class FlowGuidedOutput:
         cache: dict[int, tuple[Tensor | None, ...]] = {}
         for b, batch in enumerate(batches):
             missing = [j for j in needed(batch) if j not in cache]
-            for s in range(0, len(missing), batch_size):
-                chunk = torch.tensor(missing[s : s + batch_size], device=device)
-                decoded = self.decode_independent(chunk, None, frames)
-                for pos, j in enumerate(missing[s : s + batch_size]):
+            # Independent frames are decoded in blocks aligned to multiples of batch_size in the video, so
+            # that a frame is always decoded in the same batch shape (kernels round differently per shape).
+            for block in sorted({j // batch_size for j in missing}):
+                chunk = list(range(block * batch_size, min((block + 1) * batch_size, n)))
+                decoded = self.decode_independent(torch.tensor(chunk, device=device), None, frames)
+                for pos, j in enumerate(chunk):
                     cache[j] = tuple(x[pos] if x is not None else None for x in decoded)
             idx = torch.tensor(batch, device=device)
             decoded = tuple(
