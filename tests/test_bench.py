@@ -52,6 +52,7 @@ def test_representation_bench_records_and_skips_finished_runs(tmp_path):
     for r in records:
         assert r["num_frames"] == 4 and (r["height"], r["width"]) == (32, 64)
         assert abs(r["parameters"] / 20_000 - 1) < 0.05
+        assert set(r["split"]) == {"decoder", "grids", "embeddings"} and sum(r["split"].values()) == pytest.approx(100, abs=0.2)
         assert 5 < r["psnr"] < 60 and 0 < r["ms_ssim"] <= 1 and r["decode_fps"] > 0
         assert (tmp_path / r["frame_png"]).stat().st_size > 0 and (tmp_path / r["original_png"]).exists()
         assert r["scale_label"].startswith("CPU scale (setting1): 32x64, 4 frames, 20k parameters, 2 epochs")

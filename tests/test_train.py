@@ -36,7 +36,8 @@ def test_nerv_fits_bikes_far_better_than_the_mean_frame(bikes_32x128x256):
     assert config.batch_size == 2 and result.epochs * math.ceil(n / 2) == 320  # a few hundred steps
     target = frames.float() / 255
     mean_frame_psnr = psnr(target.mean(0, keepdim=True).expand_as(target), target).mean().item()
-    assert result.report.psnr > mean_frame_psnr + 6, (result.report.psnr, mean_frame_psnr)
+    # nerv-s-cpu trains with NeRV's own learning rate (5e-4, as at paper scale), a quarter of the 2e-3 it had.
+    assert result.report.psnr > mean_frame_psnr + 5, (result.report.psnr, mean_frame_psnr)
     assert len(result.report.per_frame_psnr) == n
     assert 0 < result.report.ms_ssim <= 1
 

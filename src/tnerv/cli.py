@@ -127,16 +127,48 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def _setting_table(args: argparse.Namespace) -> int:
-    from tnerv.models.settings import get_setting, size_table
+    from tnerv.bench.protocols import CPU_SCALE
+    from tnerv.models.settings import REFERENCE_PRESETS, cpu_config, get_setting, setting_config
+    from tnerv.models.sizing import format_split, split_of, transmitted_size
 
     setting = get_setting(args.setting)
-    frames = args.frames or setting.num_frames
-    table = size_table(args.setting, frames)
-    rows = [{"model": m, "setting": setting.name, "num_frames": frames, "parameters": c} for m, c in table.items()]
+    height, width, cpu_frames, cpu_budget, _ = CPU_SCALE[setting.name]
+    paper_frames = args.frames if args.frames and args.scale == "paper" else setting.num_frames
+    cpu_frames = args.frames if args.frames and args.scale == "cpu" else cpu_frames
+    scales = {
+        "paper": (setting.height, setting.width, paper_frames, setting.budget),
+        "cpu": (height, width, cpu_frames, cpu_budget),
+    }
+    rows, comparison = [], []
+    for model in REFERENCE_PRESETS:
+        paper = setting_config(model, setting.name, paper_frames)
+        cpu = cpu_config(model, setting.name, height, width, cpu_frames, cpu_budget)
+        counts = {"paper": transmitted_size(model, paper), "cpu": transmitted_size(model, cpu)}
+        row: dict[str, Any] = {"model": model, "setting": setting.name, "scale": args.scale}
+        for scale, (h, w, n, _) in scales.items():
+            row[scale] = {
+                "height": h, "width": w, "num_frames": n, "parameters": counts[scale],
+                "split": {k: round(100 * v, 1) for k, v in split_of(counts[scale]).items()},
+            }
+        row.update(num_frames=row[args.scale]["num_frames"], parameters=counts[args.scale])
+        rows.append(row)
+        comparison.append(
+            f"{model:<8} {_format_count(counts['paper']['transmitted']):>9} {format_split(counts['paper']):>10}"
+            f"   {_format_count(counts['cpu']['transmitted']):>9} {format_split(counts['cpu']):>10}"
+        )
+    h, w, n, budget = scales[args.scale]
     lines = [
-        f"{setting.description}; budget {_format_count(setting.budget)}, {frames} frames",
+        f"{setting.description}; budget {_format_count(setting.budget)}, {paper_frames} frames",
+        f"CPU scale: {height}x{width}, {cpu_frames} frames, budget {_format_count(cpu_budget)} "
+        "(derived from the paper-scale config, same split: tnerv.models.settings.cpu_config)",
+        "",
+        f"{args.scale} scale: {h}x{w}, {n} frames, budget {_format_count(budget)}",
         _COUNTS_HEADER.replace(" " * 32, f"{'model':<32}", 1),
-        *(_counts_line(m, frames, setting.height, setting.width, c) for m, c in table.items()),
+        *(_counts_line(r["model"], n, h, w, r["parameters"]) for r in rows),
+        "",
+        "split of the transmitted parameters, decoder/grids/embeddings %:",
+        f"{'model':<8} {'paper':>9} {'D/G/E %':>10}   {'CPU':>9} {'D/G/E %':>10}",
+        *comparison,
     ]
     _print(rows, args.json, "\n".join(lines))
     return 0
@@ -408,6 +440,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("models", help="every model and preset with parameter counts by component")
     p.add_argument("--frames", type=int, help="count embeddings for this many frames")
     p.add_argument("--setting", help="the size table of a paper setting: setting1, setting2, davis, mcl-jcv, uvg-1080p")
+    p.add_argument(
+        "--scale", choices=["paper", "cpu"], default="paper",
+        help="with --setting: which scale's configs to count (both scales' splits are printed side by side)",
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_models)
 

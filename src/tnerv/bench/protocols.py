@@ -3,10 +3,13 @@
 A protocol fixes the frame size, the frame count, the size budget, the epochs and (for compression)
 the rate points. Paper scale follows the supplementary: the settings of `tnerv.models.settings`, 300
 epochs (DAVIS 600; compression 600, as MODELS.md infers for T-NeRV), lambda in {0.01, 0.1, 0.5, 1.0}
-at a fixed size (Fig. 4), x265 at CRF 22/27/32/37. CPU scale shrinks all of it by the same recipe,
-so that a bench runs in minutes on 2 cores: the frame's long side becomes 256 px (same aspect as the
-setting), 16-32 frames, about 1/30 of the budget, 1/5 of the epochs (1/10 for compression), and every
-output says so in its label.
+at a fixed size (Fig. 4), x265 at CRF 22/27/32/37. CPU scale shrinks all of it by one recipe, so that a
+bench runs in minutes on 2 cores: the frame's long side becomes 256 px (same aspect as the setting:
+144x256, or 128x256 for setting 2), 16-32 frames, a budget of 0.6x the setting's budget per frame (so
+that per-frame parts, HNeRV's embedding channels, stay in the paper's relation), 1/5 of the epochs (1/10
+for compression), and every output says so in its label. Each model's CPU-scale config is derived from
+its paper-scale config in the setting by `tnerv.models.settings.cpu_config` (the one rule that keeps
+the split between decoder, grids and embeddings), and trained with the recipe of its `-s-cpu` preset.
 """
 
 from __future__ import annotations
@@ -32,14 +35,16 @@ PAPER_EPOCHS = {"setting1": 300, "setting2": 300, "davis": 600, "mcl-jcv": 300, 
 # Tab. 2 ablates on the first 300 frames of each UVG sequence.
 PAPER_ABLATION_FRAMES = 300
 
-# CPU scale per setting: (height, width, frames, budget, epochs). Budgets stay in the settings' order
-# and above the smallest size every model's layers can be scaled to at this frame size (about 100k).
+# CPU scale per setting: (height, width, frames, budget, epochs). Budget: CPU_BUDGET_PER_FRAME times the
+# setting's budget per frame (budget / frames), rounded: 12.4M/600 frames -> 32 frames: 400k, 3.0M/600
+# -> 100k, 2M/60 -> 16 frames: 320k, 5M/150 -> 24 frames: 480k, 9.3M/600 -> 32 frames: 300k.
+CPU_BUDGET_PER_FRAME = 0.6
 CPU_SCALE = {
     "setting1": (144, 256, 32, 400_000, 60),
     "setting2": (128, 256, 32, 100_000, 60),
-    "davis": (144, 256, 16, 100_000, 120),
-    "mcl-jcv": (144, 256, 24, 150_000, 60),
-    "uvg-1080p": (144, 256, 32, 150_000, 60),
+    "davis": (144, 256, 16, 320_000, 120),
+    "mcl-jcv": (144, 256, 24, 480_000, 60),
+    "uvg-1080p": (144, 256, 32, 300_000, 60),
 }
 
 LAMBDAS = (0.01, 0.1, 0.5, 1.0)

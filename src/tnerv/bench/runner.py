@@ -28,10 +28,10 @@ from tnerv.codec.container import decoder_from_file
 from tnerv.compress import encode_video
 from tnerv.errors import TnervError
 from tnerv.metrics import psnr
-from tnerv.models import config_to_dict, list_models, load_preset, model_class
+from tnerv.models import config_to_dict, list_models, model_class
 from tnerv.models.base import VideoINR
-from tnerv.models.settings import base_config
-from tnerv.models.sizing import solve_ablated_for_budget
+from tnerv.models.settings import cpu_config, setting_config
+from tnerv.models.sizing import split_of
 from tnerv.models.tnerv import ABLATIONS
 from tnerv.runs import RUN_FILE, VideoSpec, fit_run, load_frames, load_run, write_json_atomic
 from tnerv.train import VideoFrames, pick_device
@@ -140,24 +140,32 @@ def video_spec(video: Sequence, protocol: Protocol) -> VideoSpec:
 
 
 def sized_config(unit: Unit, protocol: Protocol, num_frames: int) -> tuple[dict[str, Any], dict[str, list[Any]]]:
-    """The unit's model config: the setting's (paper) or the CPU preset's geometry, scaled to size, then
-    ablated (which keeps the full model's widths but those it names); and the widths the ablation
-    changed, {field: [full model's, ablated's]}."""
+    """The unit's model config: the setting's (paper scale) or the one derived from it by the rule that
+    keeps its proportions (CPU scale), at the unit's size; then ablated, which keeps the full model's
+    widths but those it names; and the widths the ablation changed, {field: [full model's, ablated's]}."""
     model = unit.model
     assert model is not None
+    size = unit.size or protocol.budget
     if protocol.scale == "cpu":
-        config = load_preset(f"{model}-s-cpu").config(height=protocol.height, width=protocol.width, num_frames=num_frames)
+        config = cpu_config(
+            model, protocol.setting, protocol.height, protocol.width, num_frames, size, protocol.size_tolerance
+        )
     else:
-        config = base_config(model, protocol.setting, num_frames)
-    config, _, changed = solve_ablated_for_budget(
-        model, config, unit.ablations, unit.size or protocol.budget, protocol.size_tolerance
-    )
-    return config_to_dict(config), json.loads(json.dumps(changed))
+        config = setting_config(model, protocol.setting, num_frames, size)
+    if not unit.ablations:
+        return config_to_dict(config), {}
+    ablated, _, changed = model_class(model).ablate_at_budget(config, list(unit.ablations), size, protocol.size_tolerance)
+    return config_to_dict(ablated), json.loads(json.dumps(changed))
 
 
 def model_config(unit: Unit, protocol: Protocol, num_frames: int) -> dict[str, Any]:
     """The unit's model config (see sized_config)."""
     return sized_config(unit, protocol, num_frames)[0]
+
+
+def split_record(parameters: dict[str, int]) -> dict[str, float]:
+    """A result's split of its transmitted parameters: percent in the decoder, grids and embeddings."""
+    return {k: round(100 * v, 1) for k, v in split_of(parameters).items()}
 
 
 def _train_setup(unit: Unit, protocol: Protocol) -> tuple[str | None, dict[str, Any]]:
@@ -273,7 +281,8 @@ class BenchRun:
             "dataset": self.dataset, "video": unit.video.name, "method": unit.method, "method_label": unit.label,
             "point": unit.point, "num_frames": n, "height": h, "width": w, "frame_index": keep,
             "original_png": str(original.relative_to(self.out)),
-            "parameters": None, "bpp": None, "num_bytes": None, "bytes_by_component": None, "epochs": None,
+            "parameters": None, "split": None, "bpp": None, "num_bytes": None, "bytes_by_component": None,
+            "epochs": None,
         }
 
     def _keep_frame(self, record: dict[str, Any], unit: Unit, frame: torch.Tensor, original: torch.Tensor) -> None:
@@ -332,7 +341,8 @@ class BenchRun:
         record.update(
             psnr=result.psnr, ms_ssim=result.ms_ssim, ms_ssim_variant=result.ms_ssim_variant, bpp=result.bpp,
             num_bytes=result.num_bytes, bytes_by_component=result.bytes_by_component,
-            parameters=result.parameters["transmitted"], encode_seconds=result.encode_seconds, decode_fps=fps,
+            parameters=result.parameters["transmitted"], split=split_record(result.parameters),
+            encode_seconds=result.encode_seconds, decode_fps=fps,
             method_detail=result.method, file=str(path.relative_to(self.out)), epochs=self.protocol.epochs,
         )
         return frame
@@ -354,7 +364,8 @@ class BenchRun:
         fps, frame = timed_decode(lambda: cls.from_transmitted(cfg, state).to(device), len(frames), keep, device)
         record.update(
             psnr=fitted.report.psnr, ms_ssim=fitted.report.ms_ssim, ms_ssim_variant=fitted.report.ms_ssim_variant,
-            parameters=fitted.parameters["transmitted"], encode_seconds=fitted.train_seconds, decode_fps=fps,
+            parameters=fitted.parameters["transmitted"], split=split_record(fitted.parameters),
+            encode_seconds=fitted.train_seconds, decode_fps=fps,
             epochs=fitted.epochs, ablations=list(unit.ablations), widths_changed=changed,
         )
         return frame

@@ -1,7 +1,7 @@
 """Benchmark tables from result records: markdown (best **bold**, second <u>underlined</u>) and CSV.
 
 Every function takes the bench runner's records (one dict per run: bench, scale_label, dataset,
-video, method, method_label, point, parameters, psnr, ms_ssim, ms_ssim_variant, bpp, num_bytes,
+video, method, method_label, point, parameters, split, psnr, ms_ssim, ms_ssim_variant, bpp, num_bytes,
 bytes_by_component, encode_seconds, decode_fps, ...) and never reads runs itself. Methods and
 videos keep the order in which they first appear in the records unless an order is given.
 
@@ -206,6 +206,23 @@ def mark(cells: Sequence[Cell], higher_is_better: bool = True, decimals: int | N
                 cell.emphasis = "second"
 
 
+SPLIT_COLUMN = "Split D/G/E %"
+
+
+def has_split(records: Sequence[Record]) -> bool:
+    """Whether any record carries the split of its parameters (records before it was recorded do not)."""
+    return any(r.get("split") for r in records)
+
+
+def split_text(records: Sequence[Record]) -> str:
+    """The records' mean split of the transmitted parameters as "D/G/E" percent (decoder, grids,
+    embeddings), e.g. "60/16/24"; "–" where none has one."""
+    splits = [r["split"] for r in records if r.get("split")]
+    if not splits:
+        return MISSING
+    return "/".join(f"{mean(s.get(k) for s in splits):.0f}" for k in ("decoder", "grids", "embeddings"))
+
+
 def _values(records: Sequence[Record], method: str, video: str, field: str) -> list[float]:
     """One field of a method's records of one video (None entries dropped)."""
     return [r[field] for r in records if r["method"] == method and r["video"] == video and r.get(field) is not None]
@@ -226,6 +243,7 @@ def quality_table(
     methods = list(methods) if methods is not None else methods_of(records)
     videos = list(videos) if videos is not None else videos_of(records)
     labels = method_labels(records)
+    with_split = has_split(records)  # decoder / grids / embeddings: the proportions each model ran with
     rows = []
     for method in methods:
         per_video = [mean(_values(records, method, v, metric)) for v in videos]
@@ -234,14 +252,16 @@ def quality_table(
         cells = [number(None if math.isnan(q) else q, decimals) for q in per_video]
         avg = mean(per_video)  # over the videos this method has
         avg_cell = number(None if math.isnan(avg) else avg, decimals)
-        rows.append([Cell(labels.get(method, method)), size, *cells, avg_cell])
-    for j in range(2, 2 + len(videos) + 1):
+        split = [Cell(split_text([r for r in records if r["method"] == method]))] if with_split else []
+        rows.append([Cell(labels.get(method, method)), size, *split, *cells, avg_cell])
+    first = 3 if with_split else 2
+    for j in range(first, first + len(videos) + 1):
         mark([row[j] for row in rows], True, decimals)
     heading = f"{name} [{unit}]" if unit else name
     return Table(
         name=f"quality_{metric}",
         title=f"{heading} per video ({dataset_of(records)})",
-        columns=["Model", "Size", *videos, "Avg."],
+        columns=["Model", "Size", *([SPLIT_COLUMN] if with_split else []), *videos, "Avg."],
         rows=rows,
         caption=caption_for(records, "Best per column in bold, second-best underlined; Avg. over the videos each has"),
     )
@@ -378,6 +398,7 @@ def rd_points_table(records: Sequence[Record]) -> Table:
     labels = method_labels(rated)
     video_rank = {v: i for i, v in enumerate(videos_of(rated))}
     method_rank = {m: i for i, m in enumerate(methods_of(rated))}
+    with_split = has_split(rated)
     rows = []
     for r in sorted(rated, key=lambda r: (video_rank[r["video"]], method_rank[r["method"]], r["bpp"])):
         size = r.get("num_bytes")
@@ -389,11 +410,14 @@ def rd_points_table(records: Sequence[Record]) -> Table:
             number(r.get("psnr"), 2),
             number(r.get("ms_ssim"), 4),
             Cell(MISSING, math.nan) if size is None else Cell(f"{size:,}", size),
+            *([Cell(split_text([r]))] if with_split else []),
         ])
     return Table(
         name="rd_points",
         title=f"Rate-distortion points ({dataset_of(rated)})",
-        columns=["Video", "Method", "Point", "bpp", "PSNR [dB]", "MS-SSIM", "Bytes"],
+        columns=[
+            "Video", "Method", "Point", "bpp", "PSNR [dB]", "MS-SSIM", "Bytes", *([SPLIT_COLUMN] if with_split else [])
+        ],
         rows=rows,
         caption=caption_for(rated),
     )

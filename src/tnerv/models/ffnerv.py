@@ -24,6 +24,10 @@ from tnerv.models.registry import register_model
 from tnerv.models.sizing import resolve_strides, scale_width, transmitted_size
 
 
+# Fewer channels per grid than this leave each grid a near-scalar code; the --size knob stops here.
+MIN_GRID_CHANNELS = 4
+
+
 @dataclass
 class FFNeRVConfig(ModelConfig):
     """FFNeRV's architecture; the defaults are its representation config at 1280x720 (about 12.41M)."""
@@ -91,10 +95,15 @@ class FFNeRV(FlowGuidedOutput, VideoINR):
     @classmethod
     def scale_widths(cls, config: FFNeRVConfig, factor: float) -> FFNeRVConfig:
         """Both components scaled by factor^2, keeping the split (supplementary C.3): the grids'
-        channels times factor^2 (rounded), and the decoder's widths (first block and lower bound, in
-        proportion) chosen so that the decoder takes the rest of factor^2 times the config's size."""
+        channels times factor^2 (rounded, never below MIN_GRID_CHANNELS), and the decoder's widths
+        (first block and lower bound, in proportion) chosen so that the decoder takes the rest of
+        factor^2 times the config's size. No grid has more slices than the video has frames (slices
+        that no frame reads would count in the size)."""
+        config = dataclasses.replace(
+            config, grid_resolutions=tuple(min(int(r), config.num_frames) for r in config.grid_resolutions)
+        )
         total = transmitted_size(cls.name, config)["transmitted"]
-        grid_channels = scale_width(config.grid_channels, factor**2)
+        grid_channels = scale_width(config.grid_channels, factor**2, min(MIN_GRID_CHANNELS, config.grid_channels))
         first = config.first_width
         first = config.grid_channels * len(config.grid_resolutions) if first == "auto" else int(first)
 
@@ -115,6 +124,16 @@ class FFNeRV(FlowGuidedOutput, VideoINR):
             mid = (lo + hi) // 2
             lo, hi = (mid, hi) if decoder(mid) < target else (lo, mid)
         return with_first(min((lo, hi), key=lambda w: abs(decoder(w) - target)))
+
+    @classmethod
+    def scale_decoder(cls, config: FFNeRVConfig, factor: float) -> FFNeRVConfig:
+        """The decoder's widths (first block and lower bound) times `factor`, the grids as they are:
+        the knob of `tnerv.models.settings.derive_config`, which sizes the grids itself."""
+        first = config.first_width
+        first = config.grid_channels * len(config.grid_resolutions) if first == "auto" else int(first)
+        return dataclasses.replace(
+            config, first_width=scale_width(first, factor), lower_width=scale_width(config.lower_width, factor)
+        )
 
     def decode_independent(
         self, frame_idx: Tensor, frames: Tensor | None = None, source: FrameSource | None = None

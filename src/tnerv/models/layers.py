@@ -696,17 +696,14 @@ class FlowGuidedOutput:
 
         cache: dict[int, tuple[Tensor | None, ...]] = {}
         for b, batch in enumerate(batches):
-            for j in needed(batch):
-                if j in cache:
-                    continue
-                # The chunk depends on j alone: kernels may round differently for another batch
-                # composition, and a range must not decode its frames' neighbours otherwise than a
-                # whole-video decode does.
-                start = j // batch_size * batch_size
-                chunk = list(range(start, min(start + batch_size, n)))
+            missing = [j for j in needed(batch) if j not in cache]
+            # Independent frames are decoded in blocks aligned to multiples of batch_size in the video, so
+            # that a frame is always decoded in the same batch shape (kernels round differently per shape).
+            for block in sorted({j // batch_size for j in missing}):
+                chunk = list(range(block * batch_size, min((block + 1) * batch_size, n)))
                 decoded = self.decode_independent(torch.tensor(chunk, device=device), None, frames)
-                for pos, k in enumerate(chunk):
-                    cache[k] = tuple(x[pos] if x is not None else None for x in decoded)
+                for pos, j in enumerate(chunk):
+                    cache[j] = tuple(x[pos] if x is not None else None for x in decoded)
             idx = torch.tensor(batch, device=device)
             decoded = tuple(
                 torch.stack([cache[j][i] for j in batch]) if cache[batch[0]][i] is not None else None for i in range(3)

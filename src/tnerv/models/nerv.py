@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor, nn
 
 from tnerv.models.base import ModelConfig, VideoINR
@@ -30,6 +32,14 @@ class NeRVConfig(ModelConfig):
     kernel_size: int = 3
     activation: str = "gelu"
     output_activation: str = "tanh"
+
+
+def _stem_share(config: NeRVConfig) -> float:
+    """The MLP stem's fraction of NeRV's parameters."""
+    with torch.device("meta"):
+        model = NeRV(config)
+    stem = sum(p.numel() for p in model.stem.parameters())
+    return stem / sum(p.numel() for p in model.parameters())
 
 
 @register_model
@@ -72,6 +82,22 @@ class NeRV(VideoINR):
             channels=scale_width(config.channels, factor),
             lower_width=scale_width(config.lower_width, factor),
         )
+
+    @classmethod
+    def match_decoder_split(cls, config: NeRVConfig, reference: NeRVConfig) -> NeRVConfig:
+        """The config with its MLP stem widened or narrowed so that the stem takes the same share of
+        the model as in `reference` (another geometry makes the convolutions smaller or larger than
+        the stem: 4 blocks of stride 2 at 144x256 against 5,2,2,2,2 at 720p); `scale_widths` then keeps it."""
+        target = _stem_share(reference)
+
+        def with_stem(g: float) -> NeRVConfig:
+            return dataclasses.replace(config, stem_dims=tuple(scale_width(d, g) for d in config.stem_dims))
+
+        lo, hi = 1e-3, 1e3
+        for _ in range(40):
+            mid = math.sqrt(lo * hi)
+            lo, hi = (mid, hi) if _stem_share(with_stem(mid)) < target else (lo, mid)
+        return with_stem(hi)
 
     def forward(self, frame_idx: Tensor, frames: Tensor | None = None) -> dict[str, Tensor]:
         x = self.stem(self.pe(self.normalized_time(frame_idx)))

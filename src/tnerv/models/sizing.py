@@ -114,12 +114,28 @@ def transmitted_size(model: str, config: Any) -> dict[str, int]:
         return create_model(model, config).parameter_counts()
 
 
-def solve_for_budget(model: str, config: Any, budget: int, tolerance: float = 0.01) -> tuple[Any, int]:
+SPLIT_COMPONENTS = ("decoder", "grids", "embeddings")
+
+
+def split_of(counts: dict[str, int]) -> dict[str, float]:
+    """Each transmitted component's fraction of the transmitted total (decoder, grids, embeddings)."""
+    total = counts["transmitted"] or 1
+    return {k: counts[k] / total for k in SPLIT_COMPONENTS}
+
+
+def format_split(counts: dict[str, int]) -> str:
+    """The split as "D/G/E %", e.g. "60/16/24"."""
+    return "/".join(f"{100 * v:.0f}" for v in split_of(counts).values())
+
+
+def solve_for_budget(
+    model: str, config: Any, budget: int, tolerance: float = 0.01, knob: Any = None
+) -> tuple[Any, int]:
     """The config scaled to `budget` transmitted parameters at its resolution and frame count, and the
-    size reached. Bisects (in log space) on the model's knob `scale_widths(config, factor)`, which
-    keeps the model's split between components; a model without that knob but with a budget-aware
-    `scale_config(config, budget)` (T-NeRV) is scaled by it. Raises if no config comes within
-    `tolerance` (relative) of the budget."""
+    size reached. Bisects (in log space) on the model's knob `scale_widths(config, factor)` (or on
+    `knob(config, factor)` where given), which keeps the model's split between components; a model
+    without that knob but with a budget-aware `scale_config(config, budget)` (T-NeRV) is scaled by
+    it. Raises if no config comes within `tolerance` (relative) of the budget."""
     from tnerv.models.registry import model_class
 
     if budget <= 0:
@@ -130,7 +146,7 @@ def solve_for_budget(model: str, config: Any, budget: int, tolerance: float = 0.
         return transmitted_size(model, cfg)["transmitted"]
 
     try:
-        cls.scale_widths(config, 1.0)
+        (knob or cls.scale_widths)(config, 1.0)
     except NotImplementedError:
         if not hasattr(cls, "scale_config"):
             raise TnervError(f"model {model!r} has no size knob (scale_widths) to solve for a budget") from None
@@ -141,7 +157,7 @@ def solve_for_budget(model: str, config: Any, budget: int, tolerance: float = 0.
 
         def at(factor: float) -> tuple[Any, int]:
             if factor not in cache:
-                cfg = cls.scale_widths(config, factor)
+                cfg = (knob or cls.scale_widths)(config, factor)
                 cache[factor] = (cfg, size(cfg))
             return cache[factor]
 

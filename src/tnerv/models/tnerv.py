@@ -299,25 +299,29 @@ class TNeRV(EncodedEmbeddings, FlowGuidedOutput, VideoINR):
             return cls(config, with_encoder=False).parameter_counts()
 
     @classmethod
-    def scale_config(cls, config: TNeRVConfig, budget: int) -> TNeRVConfig:
+    def scale_config(
+        cls, config: TNeRVConfig, budget: int, shares: dict[str, float] | None = None
+    ) -> TNeRVConfig:
         """The config scaled to `budget` transmitted parameters, keeping its split between decoder,
-        grids and embeddings (Appendix C.3): the embedding and grid channels are set to their share of
-        the budget, then the decoder's widths (Pre-Block and each T-NeRV block; the Temp. MLP and the
-        heads' outputs keep theirs, as Tab. 7 does) are scaled by a common factor, found by bisection,
-        so that the total meets the budget. Logs the size reached (`transmitted_size` gives it)."""
+        grids and embeddings (Appendix C.3), or giving them `shares` (fractions of the total, from a
+        reference config: `tnerv.models.settings.derive_config`): the embedding and grid channels are
+        set to their share of the budget, then the decoder's widths (Pre-Block and each T-NeRV block;
+        the Temp. MLP and the heads' outputs keep theirs, as Tab. 7 does) are scaled by a common factor,
+        found by bisection, so that the total meets the budget. Logs the size reached."""
         if budget <= 0:
             raise TnervError(f"the size budget must be positive, got {budget}")
         counts = cls.transmitted_size(config)
         total = counts["transmitted"]
+        shares = shares or {k: counts[k] / total for k in ("decoder", "grids", "embeddings")}
         _, (h, w) = resolve_strides(
             config.height, config.width, config.strides, config.num_blocks, config.target_latent_height
         )
         base = config
         if config.frame_embeddings:
-            share = budget * counts["embeddings"] / total
+            share = budget * shares["embeddings"]
             base = dataclasses.replace(base, embed_channels=max(1, round(share / (config.num_frames * h * w))))
         if config.grids:
-            share = budget * counts["grids"] / total
+            share = budget * shares["grids"]
             per_channel = sum(config.grid_resolutions) * h * w
             base = dataclasses.replace(base, grid_channels=max(1, round(share / per_channel)))
         scaled, reached = cls.fit_decoder(base, budget)
