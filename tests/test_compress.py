@@ -89,8 +89,11 @@ def test_larger_lambda_gives_a_smaller_file(tmp_path):
         frames = VideoFrames(load_frames(CLIP), torch.device("cpu"))
         summary, estimate = export_file(run, tmp_path / f"{lam}.tnrv", frames)
         sizes[lam] = summary.num_bytes
-        # The coded symbols match the learned densities' estimate.
-        assert summary.payload_bytes * 8 == pytest.approx(estimate, rel=0.05)
+        # The coded symbols match the learned densities' estimate: never much above it, and below it only
+        # by what the tails explain (the estimate charges a symbol up to 30 bits, a 1e-9 likelihood floor;
+        # the coder's 16-bit table at most 16), which a strong rate term (lambda 5) makes more common.
+        coded = summary.payload_bytes * 8
+        assert 0.85 * estimate <= coded <= 1.05 * estimate, (lam, coded, estimate)
     assert sizes[5.0] < 0.8 * sizes[0.0], sizes
 
 
