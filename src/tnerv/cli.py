@@ -488,10 +488,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("demo", help="compress and decode a bundled sample clip (about 3 minutes on 2 CPU cores)")
+    p = sub.add_parser("demo", help="compress and decode a bundled sample clip (about 4 minutes on 2 CPU cores)")
     p.add_argument("--out", help="folder for the outputs (default: runs/demo-<time>)")
     p.add_argument("--frames", type=int, default=32)
-    p.add_argument("--epochs", type=int, default=80)
+    p.add_argument("--epochs", type=int, default=25)
     p.add_argument("--lambda", dest="lam", type=float, default=0.1)
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--json", action="store_true")
