@@ -6,12 +6,14 @@ import torch.nn.functional as F
 
 from tnerv.models.layers import (
     AdaIN,
+    ChannelsFirstLayerNorm,
     ConvNeXtBlock,
     ConvNeXtEncoder,
     FlowAggregator,
     ModulatedUpsampleBlock,
     TemporalGrid,
     backward_warp,
+    output_activation,
 )
 
 
@@ -151,3 +153,26 @@ def test_flow_aggregator_gradients_reach_flows_and_logits():
     out, _ = agg(torch.rand(1, 3, 8, 8), nb, torch.ones(1, 2, dtype=torch.bool), head, logits)
     F.l1_loss(out, torch.rand_like(out)).backward()
     assert head.grad[:, :4].abs().sum() > 0 and head.grad[:, 4:].abs().sum() > 0 and logits.grad.abs().sum() > 0
+
+
+def test_reference_rounding_channels_first_layer_norm_and_tanh_output():
+    """The encoder's channels-first LayerNorm is computed as ConvNeXt's reference computes it (mean and
+    biased variance over C, output in NCHW layout) and the tanh output map as tanh(x) * 0.5 + 0.5:
+    with both, tnerv's HNeRV trains bit for bit like the official code (benchmarks/parity.py: 29.02 dB
+    for both at seed 1, where a permute to channels-last, which leaves a channels-last tensor for the
+    next convolution, and (tanh + 1) / 2 gave 28.51)."""
+    torch.manual_seed(0)
+    norm = ChannelsFirstLayerNorm(6)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)
+        norm.bias.uniform_(-0.5, 0.5)
+    x = torch.randn(2, 6, 5, 7) * 3 + 1
+    out = norm(x)
+    assert out.is_contiguous()  # NCHW: the next convolution runs the same kernels as the reference's
+    mean = x.mean(1, keepdim=True)
+    by_hand = (x - mean) / torch.sqrt((x - mean).pow(2).mean(1, keepdim=True) + 1e-6)
+    assert torch.equal(out, norm.weight[:, None, None] * by_hand + norm.bias[:, None, None])
+    as_layer_norm = F.layer_norm(x.permute(0, 2, 3, 1), (6,), norm.weight, norm.bias, 1e-6).permute(0, 3, 1, 2)
+    torch.testing.assert_close(out, as_layer_norm, rtol=0, atol=1e-5)
+    z = torch.randn(1000) * 4
+    assert torch.equal(output_activation(z, "tanh"), torch.tanh(z) * 0.5 + 0.5)

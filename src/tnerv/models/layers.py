@@ -80,9 +80,11 @@ def reduced_widths(
 
 
 def output_activation(x: Tensor, kind: str = "tanh") -> Tensor:
-    """Maps head outputs to [0, 1]: (tanh(x) + 1) / 2 as NeRV/HNeRV, or sigmoid."""
+    """Maps head outputs to [0, 1]: tanh(x) * 0.5 + 0.5 as NeRV/HNeRV/FFNeRV, or sigmoid."""
     if kind == "tanh":
-        return (torch.tanh(x) + 1) / 2
+        # Written as the reference implementations write it: (tanh(x) + 1) / 2 is the same function
+        # but rounds differently, and a fit follows the reference step for step only with the same rounding.
+        return torch.tanh(x) * 0.5 + 0.5
     if kind == "sigmoid":
         return torch.sigmoid(x)
     raise ValueError(f"unknown output activation {kind!r}")
@@ -95,7 +97,12 @@ class ChannelsFirstLayerNorm(nn.LayerNorm):
         super().__init__(channels, eps=eps)
 
     def forward(self, x: Tensor) -> Tensor:
-        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        # Mean and biased variance over C, as ConvNeXt's reference computes it; a permute to channels-last
+        # and F.layer_norm would leave a channels-last tensor (other conv kernels, other rounding).
+        mean = x.mean(1, keepdim=True)
+        var = (x - mean).pow(2).mean(1, keepdim=True)
+        x = (x - mean) / torch.sqrt(var + self.eps)
+        return self.weight[:, None, None] * x + self.bias[:, None, None]
 
 
 class ConvNeXtBlock(nn.Module):
