@@ -17,6 +17,7 @@ from tnerv.models.base import ModelConfig, VideoINR
 from tnerv.models.layers import (
     ModulatedDecoder,
     PositionalEncoding,
+    latent_coordinates,
     make_activation,
     output_activation,
     reduced_widths,
@@ -63,10 +64,7 @@ class CNeRV(VideoINR):
             c.height, c.width, c.strides, c.num_blocks, c.target_latent_height
         )
         self.pe = PositionalEncoding(c.pe_base, c.pe_levels)
-        ys, xs = torch.meshgrid(
-            torch.arange(self.latent_h) / self.latent_h, torch.arange(self.latent_w) / self.latent_w, indexing="ij"
-        )
-        self.register_buffer("coords", torch.stack([ys.flatten(), xs.flatten()]), persistent=False)
+        self.register_buffer("coords", latent_coordinates(self.latent_h, self.latent_w), persistent=False)
         k1, k2 = c.stem_kernel_sizes
         self.stem = nn.Sequential(
             nn.Conv2d(3 * self.pe.dim, c.stem_channels, k1, padding=k1 // 2),

@@ -22,6 +22,7 @@ from tnerv.models.layers import (
     ModulatedDecoder,
     PositionalEncoding,
     TransformerBlock,
+    latent_coordinates,
     output_activation,
     reduced_widths,
 )
@@ -74,10 +75,7 @@ class ENeRV(VideoINR):
         )
         self.pe = PositionalEncoding(c.pe_base, c.pe_levels)
         self.xy_pe = PositionalEncoding(c.pe_base, c.xy_pe_levels)
-        ys, xs = torch.meshgrid(
-            torch.arange(self.latent_h) / self.latent_h, torch.arange(self.latent_w) / self.latent_w, indexing="ij"
-        )
-        self.register_buffer("coords", torch.stack([ys.flatten(), xs.flatten()]), persistent=False)
+        self.register_buffer("coords", latent_coordinates(self.latent_h, self.latent_w), persistent=False)
 
         self.time_mlp = MLP([self.pe.dim, *c.stem_dims, c.token_dim], c.activation)
         self.token_mlp = MLP([2 * self.xy_pe.dim, c.token_dim], c.activation)

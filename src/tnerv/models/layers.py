@@ -26,13 +26,24 @@ class PositionalEncoding(nn.Module):
 
     def __init__(self, base: float = 1.25, levels: int = 80):
         super().__init__()
-        freqs = base ** torch.arange(levels, dtype=torch.float64) * math.pi
+        # Constants are computed on the CPU even while building on the meta device (for counting),
+        # where arange would go through the decomposition machinery and import torch._dynamo.
+        freqs = base ** torch.arange(levels, dtype=torch.float64, device="cpu") * math.pi
         self.register_buffer("freqs", freqs.float(), persistent=False)
         self.dim = 2 * levels
 
     def forward(self, t: Tensor) -> Tensor:
         angles = t.float()[:, None] * self.freqs
         return torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1)
+
+
+def latent_coordinates(height: int, width: int) -> Tensor:
+    """(2, height * width): the (y, x) position of each latent cell in [0, 1), row by row (on the CPU,
+    as PositionalEncoding's constants)."""
+    ys, xs = torch.meshgrid(
+        torch.arange(height, device="cpu") / height, torch.arange(width, device="cpu") / width, indexing="ij"
+    )
+    return torch.stack([ys.flatten(), xs.flatten()])
 
 
 class MLP(nn.Sequential):

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from tnerv.models.base import ModelConfig, VideoINR
 from tnerv.models.layers import MLP, PositionalEncoding, UpsampleBlock, output_activation, reduced_widths
 from tnerv.models.registry import register_model
-from tnerv.models.sizing import resolve_strides, scale_width
+from tnerv.models.sizing import resolve_strides, scale_width, shapes_only
 
 
 @dataclass
@@ -36,7 +36,7 @@ class NeRVConfig(ModelConfig):
 
 def _stem_share(config: NeRVConfig) -> float:
     """The MLP stem's fraction of NeRV's parameters."""
-    with torch.device("meta"):
+    with shapes_only():
         model = NeRV(config)
     stem = sum(p.numel() for p in model.stem.parameters())
     return stem / sum(p.numel() for p in model.parameters())

@@ -3,10 +3,13 @@ spatial shape, for any frame size and aspect ratio."""
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import torch
+from torch import nn
 
 from tnerv.errors import TnervError
 
@@ -106,12 +109,48 @@ def scale_width(width: int, factor: float, minimum: int = 1) -> int:
     return max(minimum, round(width * factor))
 
 
+@contextlib.contextmanager
+def shapes_only() -> Iterator[None]:
+    """Builds modules on the meta device without running their weight initialisers: counting
+    parameters needs shapes only, and initialising meta tensors costs most of a build's time."""
+    skipped = {name: getattr(nn.init, name) for name in _INITIALISERS}
+    try:
+        for name in skipped:
+            setattr(nn.init, name, _no_init)
+        with torch.device("meta"):
+            yield
+    finally:
+        for name, function in skipped.items():
+            setattr(nn.init, name, function)
+
+
+_INITIALISERS = (
+    "uniform_", "normal_", "trunc_normal_", "constant_", "ones_", "zeros_", "kaiming_uniform_",
+    "kaiming_normal_", "xavier_uniform_", "xavier_normal_", "orthogonal_",
+)
+
+
+def _no_init(tensor: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+    return tensor
+
+
 def transmitted_size(model: str, config: Any) -> dict[str, int]:
-    """Parameter counts by component of a model config, built on the meta device (no memory, fast)."""
+    """Parameter counts by component of a model config, built on the meta device (no memory, fast).
+    Counts are remembered per config: the size solvers ask again for configs they have built before
+    (widths are integers, so many scale factors give the same config)."""
     from tnerv.models.registry import create_model
 
-    with torch.device("meta"):
-        return create_model(model, config).parameter_counts()
+    key = (model, repr(config))
+    if key not in _SIZES:
+        if len(_SIZES) >= _MAX_REMEMBERED:
+            _SIZES.clear()
+        with shapes_only():
+            _SIZES[key] = create_model(model, config).parameter_counts()
+    return dict(_SIZES[key])
+
+
+_SIZES: dict[tuple[str, str], dict[str, int]] = {}
+_MAX_REMEMBERED = 10_000
 
 
 SPLIT_COMPONENTS = ("decoder", "grids", "embeddings")

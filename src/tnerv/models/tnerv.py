@@ -37,7 +37,7 @@ from tnerv.models.layers import (
     output_activation,
 )
 from tnerv.models.registry import register_model
-from tnerv.models.sizing import resolve_strides
+from tnerv.models.sizing import resolve_strides, shapes_only
 
 log = logging.getLogger(__name__)
 
@@ -295,7 +295,7 @@ class TNeRV(EncodedEmbeddings, FlowGuidedOutput, VideoINR):
     @classmethod
     def transmitted_size(cls, config: TNeRVConfig) -> dict[str, int]:
         """Parameter counts of a config (built on the meta device, decoder only: no memory, fast)."""
-        with torch.device("meta"):
+        with shapes_only():
             return cls(config, with_encoder=False).parameter_counts()
 
     @classmethod
