@@ -75,7 +75,7 @@ def test_a_run_directory_is_never_silently_replaced(capsys, tmp_path):
         (["fit", "no-such-video.mp4", "--model", "nerv", "--out", "OUT"], "no such file"),
         (["fit", "BIKES", "--model", "nerf", "--out", "OUT"], "unknown model 'nerf'"),
         (["fit", "BIKES", "--preset", "nerv-1m", "--out", "OUT"], "unknown preset 'nerv-1m'"),
-        (["fit", "BIKES", "--preset", "nerv-12.5m-720p", "--frames", "2", "--out", "OUT"], "cannot be reached"),
+        (["fit", "BIKES", *TINY_FIT, "--set", "strides=[5,2,2,2,2]", "--out", "OUT"], "cannot be reached"),
         (["fit", "BIKES", "--model", "nerv", "--start", "300", "--out", "OUT"], "250 frames"),
         (["fit", "BIKES", "--model", "nerv", "--start", "240", "--frames", "20", "--out", "OUT"], "250 frames"),
         (["fit", "BIKES", "--model", "nerv", "--frames", "0", "--out", "OUT"], "frame"),

@@ -94,18 +94,19 @@ _COUNTS_HEADER = f"{'':<32} {'frames':>6} {'HxW':>11} {'size':>9}  decoder / gri
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    import torch
-
     from tnerv.models import create_model, list_models, list_presets, load_preset
+    from tnerv.models.sizing import shapes_only
 
     if args.setting:
         return _setting_table(args)
+    if args.video_for:
+        return _configs_for_video(args)
     rows = []
     for name in list_models():
         for preset_name in list_presets(name) or [None]:
             preset = load_preset(preset_name) if preset_name else None
             overrides = {"num_frames": args.frames} if args.frames else {}
-            with torch.device("meta"):  # counts need shapes only, not memory
+            with shapes_only():  # counts need shapes only, not memory
                 model = create_model(name, preset.config(**overrides) if preset else overrides)
             rows.append(
                 {
@@ -123,6 +124,26 @@ def cmd_models(args: argparse.Namespace) -> int:
         label = f"{r['model']} / {r['preset'] or '-'}"
         lines.append(_counts_line(label, r["num_frames"], r["height"], r["width"], r["parameters"]))
     _print(rows, args.json, "\n".join(lines))
+    return 0
+
+
+def _configs_for_video(args: argparse.Namespace) -> int:
+    """What `fit` and `encode` would choose for a video, per model, without training."""
+    from tnerv.models import list_models, load_preset
+    from tnerv.models.auto import config_for_video, describe, describe_line
+    from tnerv.video import probe
+
+    info = probe(args.video_for, size=args.yuv_size)
+    frames = args.frames or info.num_frames
+    height, width = args.resize or (info.height, info.width)
+    preset = load_preset(args.preset) if args.preset else None
+    names = [args.model or preset.model] if (args.model or preset) else list_models()
+    rows = []
+    for name in names:
+        config, geometry = config_for_video(name, height, width, frames, preset, None, args.size)
+        rows.append(describe(name, config, geometry))
+    header = f"{args.video_for}: {frames} frames of {height}x{width} (HxW)"
+    _print(rows, args.json, "\n".join([header, *(describe_line(r) for r in rows)]))
     return 0
 
 
@@ -205,19 +226,20 @@ def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return train
 
 
-def _check_model_named(args: argparse.Namespace) -> None:
-    if args.model is None and args.preset is None and not args.resume:
-        raise TnervError("name a model (--model) or a preset (--preset)")
+def _announce(args: argparse.Namespace) -> Any:
+    """Prints what was chosen for the video (one line) before training; --json carries it instead."""
+    from tnerv.models.auto import describe_line
+
+    return None if args.json else (lambda info: print(describe_line(info), flush=True))
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
     from tnerv.runs import fit_run
 
-    _check_model_named(args)
     result = fit_run(
         _video_spec(args), args.out, model=args.model, preset=args.preset, model_overrides=dict(args.set or []),
         train_overrides=_train_overrides(args), overwrite=args.overwrite, resume=args.resume,
-        progress=not args.quiet, size=args.size, ablations=args.ablation,
+        progress=not args.quiet, size=args.size, ablations=args.ablation, on_config=_announce(args),
     )
     _print(result.to_dict(), args.json, _summary(result))
     return 0
@@ -241,12 +263,12 @@ def _encode_summary(r: Any) -> str:
 def cmd_encode(args: argparse.Namespace) -> int:
     from tnerv.compress import encode_video
 
-    _check_model_named(args)
     result = encode_video(
         _video_spec(args), args.output, model=args.model, preset=args.preset, lam=args.lam,
         lambda_start=args.lambda_start, prune=args.prune, model_overrides=dict(args.set or []),
         train_overrides=_train_overrides(args), run_dir=args.run_dir, overwrite=args.overwrite,
         resume=args.resume, progress=not args.quiet, size=args.size, ablations=args.ablation,
+        on_config=_announce(args),
     )
     _print(result.to_dict(), args.json, _encode_summary(result))
     return 0
@@ -398,8 +420,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _add_training_args(p: argparse.ArgumentParser, overwrite_help: str, resume_help: str) -> None:
-    p.add_argument("--model", help="model name (see `tnerv models`)")
-    p.add_argument("--preset", help="a preset name (see `tnerv models`)")
+    p.add_argument("--model", help="model name (see `tnerv models`; default: tnerv, or the preset's)")
+    p.add_argument(
+        "--preset", help="a preset name (see `tnerv models`; default: a config derived from the video, "
+        "see `tnerv models --for VIDEO`)",
+    )
     p.add_argument("--frames", type=int, help="number of frames to use (default: all)")
     p.add_argument("--start", type=int, default=0, help="first frame (default 0)")
     p.add_argument("--step", type=int, default=1, help="take every k-th frame")
@@ -418,7 +443,10 @@ def _add_training_args(p: argparse.ArgumentParser, overwrite_help: str, resume_h
         help="override a training recipe field (betas=[0.5,0.999], warmup=0.2, warmup_start=0.1, "
         "schedule=cosine|constant, weight_decay=0, grad_clip=0.1, ...)",
     )
-    p.add_argument("--size", type=_count, metavar="S", help="scale the model to S transmitted parameters (e.g. 3.0M)")
+    p.add_argument(
+        "--size", type=_count, metavar="S",
+        help="scale the model to S transmitted parameters (e.g. 3.0M; default: from the video's pixels)",
+    )
     p.add_argument("--ablation", action="append", metavar="NAME", help="T-NeRV ablation E1-E5, D1-D3 (repeatable)")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--overwrite", action="store_true", help=overwrite_help)
@@ -439,6 +467,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("models", help="every model and preset with parameter counts by component")
     p.add_argument("--frames", type=int, help="count embeddings for this many frames")
+    p.add_argument(
+        "--for", dest="video_for", metavar="VIDEO",
+        help="the config `fit`/`encode` would choose for this video (geometry, size, split), per model",
+    )
+    p.add_argument("--model", help="with --for: this model only")
+    p.add_argument("--preset", help="with --for: start from this preset")
+    p.add_argument("--size", type=_count, metavar="S", help="with --for: the size budget (default: from the video)")
+    p.add_argument("--resize", type=_hw, metavar="HxW", help="with --for: the frame size after --resize")
+    p.add_argument("--yuv-size", type=_wh, metavar="WxH", help="with --for: frame size of a raw .yuv file")
     p.add_argument("--setting", help="the size table of a paper setting: setting1, setting2, davis, mcl-jcv, uvg-1080p")
     p.add_argument(
         "--scale", choices=["paper", "cpu"], default="paper",
@@ -456,7 +493,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("encode", help="compress a video into a .tnrv file")
     _add_video_args(p)
     p.add_argument("-o", "--output", required=True, help="the .tnrv file to write")
-    p.add_argument("--lambda", dest="lam", type=float, help="rate weight of entropy-constrained models (larger = smaller file)")
+    p.add_argument(
+        "--lambda", dest="lam", type=float,
+        help="rate weight of entropy-constrained models (larger = smaller file; default 0.1)",
+    )
     p.add_argument("--lambda-start", type=float, default=0.8,
                    help="fraction of epochs before the compression phase (lambda > 0, pruning, QAT); default 0.8")
     p.add_argument("--prune", type=float, help="fraction of decoder weights to prune (post-training models; NeRV: 0.4)")

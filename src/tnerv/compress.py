@@ -4,6 +4,7 @@ a .tnrv file, decode any frame range from that file alone, and inspect where the
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -18,9 +19,15 @@ from tnerv.codec.wrapper import CompressionWrapper
 from tnerv.errors import TnervError
 from tnerv.metrics import QualityReport, bits_per_pixel
 from tnerv.models import config_to_dict, load_preset, model_class
+from tnerv.models.auto import DEFAULT_MODEL
 from tnerv.runs import VideoSpec, fit_run, load_frames, load_run, read_run
 from tnerv.train import VideoFrames, evaluate
 from tnerv.video import default_matrix, probe, to_uint8, write_frames, write_mp4
+
+
+# The rate weight of entropy-constrained models when none is given: the second of the paper's four
+# rate points (0.01, 0.1, 0.5, 1.0), a file near the middle of their range.
+DEFAULT_LAMBDA = 0.1
 
 
 @dataclass
@@ -44,6 +51,7 @@ class EncodeResult:
     estimated_payload_bytes: float | None  # the learned densities' estimate (entropy-constrained)
     parameters: dict[str, int]
     encode_seconds: float
+    chosen: dict[str, Any] | None = None  # the config chosen for the video (`tnerv.models.auto.describe`)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for --json output."""
@@ -53,12 +61,11 @@ class EncodeResult:
 def compression_settings(
     model: str, lam: float | None, phase_start: float, init_bits: int, prune: float | None = None
 ) -> dict[str, Any]:
-    """The run's compression record: entropy-constrained for models trained that way, else
-    post-training quantisation (with the model's pruning and quantisation-aware fine-tuning)."""
+    """The run's compression record: entropy-constrained for models trained that way (lambda default
+    DEFAULT_LAMBDA), else post-training quantisation (with the model's pruning and quantisation-aware fine-tuning)."""
     cls = model_class(model)
     if cls.compression == ENTROPY_CONSTRAINED:
-        if lam is None:
-            raise TnervError(f"{model} is trained with a rate term: give --lambda (e.g. 0.01, 0.1, 0.5, 1.0)")
+        lam = DEFAULT_LAMBDA if lam is None else lam
         if lam < 0:
             raise TnervError(f"--lambda must be 0 or more, got {lam}")
         if prune:
@@ -101,7 +108,8 @@ def export_file(run_dir: str | Path, path: str | Path, frames: VideoFrames) -> t
         path,
         run["model"],
         config_to_dict(c),
-        _video_header(VideoSpec.from_dict(run["video"]), c.num_frames, c.height, c.width),
+        # The video's own size: a model that codes padded frames is cropped back to it by the decoder.
+        _video_header(VideoSpec.from_dict(run["video"]), c.num_frames, *frames.size),
         quantized,
         {name: inner.component_of(name) for name in quantized},
         net.frequency_table,
@@ -134,6 +142,7 @@ def encode_video(
     progress: bool = True,
     size: int | None = None,
     ablations: list[str] | None = None,
+    on_config: Callable[[dict[str, Any]], None] | None = None,
 ) -> EncodeResult:
     """Trains a model on a video (in `run_dir`, default PATH.run), writes the .tnrv file and
     measures the quality of what a decoder gets from it."""
@@ -146,14 +155,12 @@ def encode_video(
     started = time.time()
     compression = None
     if not resume:
-        name = model or (load_preset(preset).model if preset else None)
-        if name is None:
-            raise TnervError("name a model (--model) or a preset (--preset)")
+        name = model or (load_preset(preset).model if preset else DEFAULT_MODEL)
         compression = compression_settings(name, lam, lambda_start, init_bits, prune)
     fitted = fit_run(
         video, run_dir, model=model, preset=preset, model_overrides=model_overrides,
         train_overrides=train_overrides, overwrite=overwrite, resume=resume, progress=progress,
-        compression=compression, size=size, ablations=ablations,
+        compression=compression, size=size, ablations=ablations, on_config=on_config,
     )
     run = read_run(run_dir)
     frames = VideoFrames(load_frames(VideoSpec.from_dict(run["video"])), torch.device("cpu"))
@@ -178,6 +185,7 @@ def encode_video(
         estimated_payload_bytes=None if estimate is None else estimate / 8,
         parameters=fitted.parameters,
         encode_seconds=time.time() - started,
+        chosen=run.get("chosen"),
     )
 
 
@@ -224,7 +232,8 @@ def decode_frames(
     aligned_first = first // batch_size * batch_size
     aligned_end = min(-(-end // batch_size) * batch_size, header["video"]["num_frames"])
     idx = torch.arange(aligned_first, aligned_end, device=next(decoder.parameters()).device)
-    frames = torch.cat([out.cpu() for _, out in decoder.reconstruct(idx, None, batch_size)])
+    h, w = header["video"]["height"], header["video"]["width"]  # the model's frames may be padded
+    frames = torch.cat([out[..., :h, :w].cpu() for _, out in decoder.reconstruct(idx, None, batch_size)])
     return frames[first - aligned_first : end - aligned_first], time.time() - started, header["video"]["fps"]
 
 

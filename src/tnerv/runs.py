@@ -6,6 +6,7 @@ metrics.jsonl (one line per epoch) and result.json (the final quality, once fini
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -19,8 +20,8 @@ from tnerv.codec.post_training import POST_TRAINING, QuantizationAware
 from tnerv.errors import TnervError
 from tnerv.files import write_json_atomic
 from tnerv.metrics import QualityReport
-from tnerv.models import VideoINR, config_to_dict, create_model, load_preset, make_config, model_class
-from tnerv.models.sizing import solve_ablated_for_budget
+from tnerv.models import VideoINR, config_to_dict, create_model, load_preset, model_class
+from tnerv.models.auto import DEFAULT_MODEL, config_for_video, describe
 from tnerv.train import CHECKPOINT, METRICS_LOG, TrainConfig, VideoFrames, evaluate, fit, pick_device, seed_everything
 from tnerv.video import read_video, resize_and_crop, to_uint8, write_frames
 
@@ -85,6 +86,7 @@ class RunResult:
     report: QualityReport
     epochs: int
     train_seconds: float
+    chosen: dict[str, Any] | None = None  # the config chosen for the video (`tnerv.models.auto.describe`)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for result.json and --json output."""
@@ -122,11 +124,13 @@ def fit_run(
     compression: dict[str, Any] | None = None,
     size: int | None = None,
     ablations: list[str] | None = None,
+    on_config: Callable[[dict[str, Any]], None] | None = None,
 ) -> RunResult:
     """Fits a model (by name and/or preset) to a video into the run directory `out`; `compression`
     ({"method": "entropy-constrained", "lambda": ..., "lambda_start": ..., "init_bits": ...}) adds
     the rate term; `ablations` switches parts of the model off (T-NeRV); `size` scales the model to
-    that many transmitted parameters, keeping its split between components."""
+    that many transmitted parameters, keeping its split between components (default: a size that follows
+    from the video, `tnerv.models.auto`); `on_config` sees what was chosen (`describe`) before training."""
     out = Path(out)
     _prepare_run_dir(out, overwrite, resume)
     if resume:
@@ -141,18 +145,15 @@ def fit_run(
         loaded = load_preset(preset) if preset else None
         if loaded and model and loaded.model != model:
             raise TnervError(f"preset {preset!r} is for model {loaded.model!r}, not {model!r}")
-        name = model or (loaded.model if loaded else None)
-        if name is None:
-            raise TnervError("name a model (--model) or a preset (--preset)")
+        name = model or (loaded.model if loaded else DEFAULT_MODEL)
         frames = load_frames(video)
         n, _, h, w = frames.shape
-        base = dict(loaded.model_config) if loaded else {}
-        model_values = {**base, **(model_overrides or {}), "height": h, "width": w, "num_frames": n}
-        model_config = make_config(name, model_values)
-        if size is not None:  # the full model at the size, then the ablations change only what they name
-            model_config, _, _ = solve_ablated_for_budget(name, model_config, ablations or (), size)
-        elif ablations:
-            model_config = model_class(name).apply_ablations(model_config, ablations)
+        model_config, geometry = config_for_video(
+            name, h, w, n, loaded, model_overrides, size, ablations or ()
+        )
+        chosen = describe(name, model_config, geometry)
+        if on_config:
+            on_config(chosen)
         train_values = {**model_class(name).train_defaults, **(loaded.train if loaded else {}), **(train_overrides or {})}
         config = TrainConfig.from_dict(train_values)
         run = {
@@ -163,6 +164,7 @@ def fit_run(
             "train_config": config.to_dict(),
             "video": asdict(video),
             "compression": compression,
+            "chosen": chosen,
         }
         seed_everything(config.seed)  # the initial weights depend on the seed too
         net = build_model(run)  # before run.json is written: a config that cannot build leaves nothing
@@ -175,6 +177,7 @@ def fit_run(
         report=result.report,
         epochs=result.epochs,
         train_seconds=result.history[-1]["seconds"] if result.history else result.seconds,
+        chosen=run.get("chosen"),
     )
     write_json_atomic(outcome.to_dict(), out / RESULT_FILE)
     return outcome
@@ -207,12 +210,12 @@ def eval_run(run_dir: str | Path, frames_out: str | Path | None = None, batch_si
     """Evaluates a run's checkpoint on its video; optionally writes the decoded frames as PNGs."""
     net, run, state = load_run(run_dir)
     device = next(net.parameters()).device
-    frames = VideoFrames(load_frames(VideoSpec.from_dict(run["video"])), device)
-    if frames.data.shape[0] != net.config.num_frames or tuple(frames.data.shape[2:]) != (
-        net.config.height,
-        net.config.width,
-    ):
+    video = load_frames(VideoSpec.from_dict(run["video"]))
+    coded = (net.config.height, net.config.width)
+    fitted_size = tuple((run.get("chosen") or {}).get("padded_from", coded))  # the size before padding
+    if video.shape[0] != net.config.num_frames or tuple(video.shape[2:]) != fitted_size:
         raise TnervError(f"the video of {run_dir} no longer matches the run (frames or size changed)")
+    frames = VideoFrames(video, device, coded)
     decoded: list[torch.Tensor] = []
     keep = (lambda idx, out: decoded.append(out.cpu())) if frames_out is not None else None
     report = evaluate(net, frames, batch_size, on_batch=keep)

@@ -24,6 +24,7 @@ from tnerv.errors import TnervError
 from tnerv.files import write_with
 from tnerv.metrics import QualityReport, ms_ssim, psnr, ssim
 from tnerv.models.base import VideoINR
+from tnerv.video import pad_frames
 
 CHECKPOINT = "checkpoint.pt"
 METRICS_LOG = "metrics.jsonl"
@@ -148,12 +149,16 @@ def pick_device(name: str) -> torch.device:
 
 
 class VideoFrames:
-    """The video on the training device as uint8 (N, 3, H, W); batches become float in [0, 1]."""
+    """The video on the training device as uint8 (N, 3, H, W); batches become float in [0, 1].
 
-    def __init__(self, frames: torch.Tensor, device: torch.device):
+    With `coded_size`, the frames are padded to it (`pad_frames`) for a model whose strides cannot
+    reach the video's size; `size` stays the video's (h, w): quality is measured on those pixels."""
+
+    def __init__(self, frames: torch.Tensor, device: torch.device, coded_size: tuple[int, int] | None = None):
         if frames.dtype != torch.uint8:
             frames = (frames.clamp(0, 1) * 255).round().to(torch.uint8)
-        self.data = frames.to(device)
+        self.size = (frames.shape[-2], frames.shape[-1])
+        self.data = pad_frames(frames, *coded_size).to(device) if coded_size else frames.to(device)
 
     def __len__(self) -> int:
         return self.data.shape[0]
@@ -203,8 +208,10 @@ def evaluate(
     model.eval()
     psnrs, ms_ssims, variant = [], [], ""
     idx = torch.arange(len(frames), device=frames.data.device)
+    h, w = frames.size
     for batch_idx, out in model.reconstruct(idx, frames, batch_size):
-        out, target = out.float(), frames(batch_idx)
+        # A padded video is judged on its own pixels: the model's output is cropped to the video's size.
+        out, target = out.float()[..., :h, :w], frames(batch_idx)[..., :h, :w]
         if as_uint8:
             out = torch.round(out * 255) / 255
         psnrs.append(psnr(out, target).cpu())
@@ -257,7 +264,7 @@ def fit(
     device = pick_device(config.device)
     run_dir = Path(run_dir) if run_dir is not None else None
     model.to(device).train()
-    frames = VideoFrames(video, device)
+    frames = VideoFrames(video, device, (model.config.height, model.config.width))
     num_frames = len(frames)
     if num_frames != model.config.num_frames:
         raise TnervError(f"the model was built for {model.config.num_frames} frames, the video has {num_frames}")

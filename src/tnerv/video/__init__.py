@@ -4,7 +4,7 @@ from tnerv.video.colour import MATRICES, check_matrix, default_matrix, rgb_to_yu
 from tnerv.video.datasets import DATASETS, Sequence, dataset_sequences
 from tnerv.video.io import DEFAULT_FPS, Video, VideoInfo, probe, read_video, write_frames, write_mp4, write_png
 from tnerv.video.samples import SAMPLES, sample
-from tnerv.video.transforms import resize_and_crop, to_tensor, to_uint8
+from tnerv.video.transforms import pad_frames, resize_and_crop, to_tensor, to_uint8
 
 __all__ = [
     "DATASETS",
@@ -17,6 +17,7 @@ __all__ = [
     "check_matrix",
     "dataset_sequences",
     "default_matrix",
+    "pad_frames",
     "probe",
     "read_video",
     "resize_and_crop",

@@ -63,3 +63,15 @@ def to_uint8(tensor: torch.Tensor) -> np.ndarray:
         raise ValueError(f"expected a tensor (N, 3, H, W), got {tuple(tensor.shape)}")
     x = tensor.detach().float().clamp(0.0, 1.0).mul(255.0).round().to(torch.uint8)
     return x.permute(0, 2, 3, 1).contiguous().cpu().numpy()
+
+
+def pad_frames(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Frames (N, C, h, w) padded at the bottom and right to height x width by repeating the last row
+    and column (a model whose strides cannot reach h x w codes the larger frame; the decoder crops)."""
+    h, w = frames.shape[-2:]
+    if (h, w) == (height, width):
+        return frames
+    if h > height or w > width:
+        raise TnervError(f"cannot pad frames of {h}x{w} to the smaller size {height}x{width}")
+    padded = F.pad(frames.float(), (0, width - w, 0, height - h), mode="replicate")
+    return padded.to(frames.dtype)
