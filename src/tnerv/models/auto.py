@@ -18,7 +18,6 @@ The rule (docs/models.md, "Any video"):
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from functools import lru_cache

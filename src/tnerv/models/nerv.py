@@ -6,7 +6,6 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-import torch
 from torch import Tensor, nn
 
 from tnerv.models.base import ModelConfig, VideoINR
