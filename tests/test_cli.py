@@ -84,6 +84,15 @@ def test_a_run_directory_is_never_silently_replaced(capsys, tmp_path):
         (["fit", "NOTVIDEO", "--model", "nerv", "--out", "OUT"], "not a video"),
         (["info", "EMPTYDIR"], "PNG"),
         (["fit", "BIKES", "--model", "nerv", "--out", "OUT", "--resume"], "cannot resume"),
+        (["decode", "OUT", "-o", "OUT2", "--batch-size", "0"], "argument --batch-size: expected a whole number at least 1"),
+        (["decode", "OUT", "-o", "OUT2", "--batch-size", "-1"], "argument --batch-size"),
+        (["fit", "BIKES", "--out", "OUT", "--lr", "nan"], "argument --lr: expected a number more than 0"),
+        (["fit", "BIKES", "--out", "OUT", "--eval-every", "0"], "argument --eval-every"),
+        (["fit", "BIKES", "--out", "OUT", "--epochs", "many"], "argument --epochs: expected a whole number"),
+        (["encode", "BIKES", "-o", "OUT", "--lambda", "-1"], "argument --lambda"),
+        (["fit", "BIKES", *TINY_FIT, "--device", "bogus", "--out", "OUT"], "unknown device 'bogus'"),
+        (["models", "--frames", "-1"], "argument --frames"),
+        (["fit", "BIKES"], "the following arguments are required: --out"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(capsys, tmp_path, args, message):

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 import tomllib
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from tnerv.errors import TnervError
 
@@ -43,6 +44,40 @@ def _count(text: str) -> int:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"a parameter budget must be positive, got {text!r}")
     return round(value)
+
+
+def _number(kind: type, low: float, low_inclusive: bool = True, high: float | None = None) -> Any:
+    """An argparse type: a finite number of `kind` in the range [low (or (low), high)."""
+    bound = (f"at least {low:g}" if low_inclusive else f"more than {low:g}") + (f" and below {high:g}" if high else "")
+    noun = "a whole number" if kind is int else "a number"
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {noun} {bound}, got {text!r}") from None
+        inside = (value >= low if low_inclusive else value > low) and (high is None or value < high)
+        if not (math.isfinite(value) and inside):
+            raise argparse.ArgumentTypeError(f"expected {noun} {bound}, got {text!r}")
+        return value
+
+    return parse
+
+
+_positive_int = _number(int, 1)
+_count_from_zero = _number(int, 0)
+_positive_float = _number(float, 0, low_inclusive=False)
+_nonnegative_float = _number(float, 0)
+_fraction = _number(float, 0, high=1)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with the project's error format: one line, `tnerv: error: ...`, exit 2 (no usage dump)."""
+
+    def error(self, message: str) -> NoReturn:
+        command = self.prog.removeprefix("tnerv").strip()
+        hint = f" (see tnerv {command} --help)" if command else " (see tnerv --help)"
+        self.exit(2, f"tnerv: error: {message}{hint}\n")
 
 
 def _assignment(text: str) -> tuple[str, Any]:
@@ -207,8 +242,6 @@ def _summary(result: Any) -> str:
 def _video_spec(args: argparse.Namespace) -> Any:
     from tnerv.runs import VideoSpec
 
-    if args.frames is not None and args.frames < 1:
-        raise TnervError(f"--frames must be at least 1 (got {args.frames}): there would be no frame to fit")
     return VideoSpec(
         path=args.video, start=args.start, count=args.frames, step=args.step, resize=args.resize,
         yuv_size=args.yuv_size, matrix=args.matrix,
@@ -425,16 +458,16 @@ def _add_training_args(p: argparse.ArgumentParser, overwrite_help: str, resume_h
         "--preset", help="a preset name (see `tnerv models`; default: a config derived from the video, "
         "see `tnerv models --for VIDEO`)",
     )
-    p.add_argument("--frames", type=int, help="number of frames to use (default: all)")
-    p.add_argument("--start", type=int, default=0, help="first frame (default 0)")
-    p.add_argument("--step", type=int, default=1, help="take every k-th frame")
+    p.add_argument("--frames", type=_positive_int, help="number of frames to use (default: all)")
+    p.add_argument("--start", type=_count_from_zero, default=0, help="first frame (default 0)")
+    p.add_argument("--step", type=_positive_int, default=1, help="take every k-th frame")
     p.add_argument("--resize", type=_hw, metavar="HxW", help="resize and centre-crop frames to HxW")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float)
+    p.add_argument("--epochs", type=_positive_int)
+    p.add_argument("--batch-size", type=_positive_int)
+    p.add_argument("--lr", type=_positive_float)
     p.add_argument("--loss", choices=["l2", "fusion"])
-    p.add_argument("--eval-every", type=int, help="epochs between evaluations and checkpoints")
-    p.add_argument("--seed", type=int)
+    p.add_argument("--eval-every", type=_positive_int, help="epochs between evaluations and checkpoints")
+    p.add_argument("--seed", type=_count_from_zero)
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, ...")
     p.add_argument("--precision", choices=["fp32", "bf16"])
     p.add_argument("--set", type=_assignment, action="append", metavar="KEY=VALUE", help="override a model config field")
@@ -457,7 +490,7 @@ def _add_training_args(p: argparse.ArgumentParser, overwrite_help: str, resume_h
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `tnerv` command."""
-    parser = argparse.ArgumentParser(prog="tnerv", description="Neural video representation and compression.")
+    parser = _Parser(prog="tnerv", description="Neural video representation and compression.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("info", help="frames, size, fps and codec of a video")
@@ -466,7 +499,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("models", help="every model and preset with parameter counts by component")
-    p.add_argument("--frames", type=int, help="count embeddings for this many frames")
+    p.add_argument("--frames", type=_positive_int, help="count embeddings for this many frames")
     p.add_argument(
         "--for", dest="video_for", metavar="VIDEO",
         help="the config `fit`/`encode` would choose for this video (geometry, size, split), per model",
@@ -494,12 +527,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_video_args(p)
     p.add_argument("-o", "--output", required=True, help="the .tnrv file to write")
     p.add_argument(
-        "--lambda", dest="lam", type=float,
+        "--lambda", dest="lam", type=_nonnegative_float,
         help="rate weight of entropy-constrained models (larger = smaller file; default 0.1)",
     )
-    p.add_argument("--lambda-start", type=float, default=0.8,
+    p.add_argument("--lambda-start", type=_fraction, default=0.8,
                    help="fraction of epochs before the compression phase (lambda > 0, pruning, QAT); default 0.8")
-    p.add_argument("--prune", type=float, help="fraction of decoder weights to prune (post-training models; NeRV: 0.4)")
+    p.add_argument("--prune", type=_fraction, help="fraction of decoder weights to prune (post-training models; NeRV: 0.4)")
     p.add_argument("--run-dir", help="where training checkpoints go (default: OUTPUT.run)")
     _add_training_args(p, "replace an existing output and its run directory", "continue an interrupted encode")
     p.set_defaults(func=cmd_encode)
@@ -508,7 +541,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file")
     p.add_argument("-o", "--output", required=True, help="an .mp4 file, or a folder for PNG frames")
     p.add_argument("--frames", metavar="A:B", help="decode frames A to B-1 only")
-    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--batch-size", type=_positive_int, default=4)
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_decode)
@@ -524,15 +557,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("--frames-out", help="also write the decoded frames as PNGs to this folder")
     p.add_argument("--overwrite", action="store_true", help="allow --frames-out to be a folder that holds files")
-    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--batch-size", type=_positive_int, default=4)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("demo", help="compress and decode a bundled sample clip (about 4 minutes on 2 CPU cores)")
     p.add_argument("--out", help="folder for the outputs (default: runs/demo-<time>)")
-    p.add_argument("--frames", type=int, default=32)
-    p.add_argument("--epochs", type=int, default=25)
-    p.add_argument("--lambda", dest="lam", type=float, default=0.1)
+    p.add_argument("--frames", type=_positive_int, default=32)
+    p.add_argument("--epochs", type=_positive_int, default=25)
+    p.add_argument("--lambda", dest="lam", type=_nonnegative_float, default=0.1)
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_demo)
@@ -544,8 +577,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--crf", type=int, nargs="+", default=[22, 27, 32, 37], help="CRF points (default 22 27 32 37)")
     p.add_argument("--pix-fmt", choices=["yuv420p", "yuv444p"], default="yuv420p", help="default yuv420p")
     p.add_argument("--preset", help="encoder preset (default: veryslow for x265/x264, 8 for SVT-AV1)")
-    p.add_argument("--frames", type=int, help="number of frames to use (default: all)")
-    p.add_argument("--start", type=int, default=0, help="first frame (default 0)")
+    p.add_argument("--frames", type=_positive_int, help="number of frames to use (default: all)")
+    p.add_argument("--start", type=_count_from_zero, default=0, help="first frame (default 0)")
     p.add_argument("--resize", type=_hw, metavar="HxW", help="resize and centre-crop frames to HxW")
     p.add_argument("--out", help="folder for the raw streams and anchor.json")
     p.add_argument("--json", action="store_true")
@@ -567,11 +600,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--setting", help="setting1, setting2, davis, mcl-jcv, uvg-1080p (default: the bench's)")
     p.add_argument("--scale", choices=["paper", "cpu"], default="cpu", help="paper (GPU) or cpu (default)")
-    p.add_argument("--epochs", type=int, help="override the scale's epochs")
-    p.add_argument("--frames", type=int, help="override the scale's frame count")
+    p.add_argument("--epochs", type=_positive_int, help="override the scale's epochs")
+    p.add_argument("--frames", type=_positive_int, help="override the scale's frame count")
     p.add_argument("--resize", type=_hw, metavar="HxW", help="override the scale's frame size")
     p.add_argument("--budget", type=_count, help="override the scale's size budget (e.g. 400k)")
-    p.add_argument("--lambdas", type=float, nargs="+", help="compression: rate points of entropy-constrained models")
+    p.add_argument("--lambdas", type=_nonnegative_float, nargs="+", help="compression: rate points of entropy-constrained models")
     p.add_argument("--crf", type=int, nargs="+", help="compression: CRF points of the codec anchors (default 22 27 32 37)")
     p.add_argument("--out", help="output folder (a rerun skips finished runs)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -582,7 +615,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: runs one command; user errors print `tnerv: error: ...` and exit 2."""
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help (0), or a bad command line already reported in one line (2)
+        return int(exc.code or 0)
     try:
         return args.func(args)
     except TnervError as exc:

@@ -143,9 +143,13 @@ def pick_device(name: str) -> torch.device:
     taken as given."""
     if name == "auto":
         name = os.environ.get("TNERV_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise TnervError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
         raise TnervError(f"device {name!r} requested but no CUDA GPU is available")
-    return torch.device(name)
+    return device
 
 
 class VideoFrames:
