@@ -196,7 +196,7 @@ def test_cli_prints_a_table(capsys):
     [
         (["--crf", "30", "60"], "--crf must be in 0..51, got 60"),
         (["--pix-fmt", "yuv444p", "--crf", "40"], "cannot encode yuv444p"),
-        (["--frames", "0"], "--frames must be at least 1"),
+        (["--frames", "0"], "argument --frames: expected a whole number at least 1"),
     ],
 )
 def test_cli_bad_arguments_are_one_line_and_exit_2(capsys, args, message):
