@@ -604,7 +604,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=_positive_int, help="override the scale's frame count")
     p.add_argument("--resize", type=_hw, metavar="HxW", help="override the scale's frame size")
     p.add_argument("--budget", type=_count, help="override the scale's size budget (e.g. 400k)")
-    p.add_argument("--lambdas", type=_nonnegative_float, nargs="+", help="compression: rate points of entropy-constrained models")
+    p.add_argument(
+        "--lambdas", type=_nonnegative_float, nargs="+", help="compression: rate points of entropy-constrained models"
+    )
     p.add_argument("--crf", type=int, nargs="+", help="compression: CRF points of the codec anchors (default 22 27 32 37)")
     p.add_argument("--out", help="output folder (a rerun skips finished runs)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

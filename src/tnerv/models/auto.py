@@ -1,6 +1,6 @@
 """A model's config for any video, no preset needed: geometry and size from the frame size and length.
 
-The rule (docs/models.md, "Any video"):
+The rule (the README states it too, under "The command line"):
 
 1. **Setting.** The paper setting whose aspect ratio is the nearest: 2:1 frames take setting 2 (1920x960),
    every other shape (16:9, 4:3, square, portrait) setting 1 (1280x720). The model's config in that
@@ -96,14 +96,9 @@ def choose_geometry(height: int, width: int, num_blocks: int, latent_short_side:
 
 
 @lru_cache(maxsize=None)
-def _setting_reference(model: str, setting: str) -> ModelConfig:
+def _paper_config(model: str, setting: str) -> ModelConfig:
+    """The model's config in a paper setting (solved once per process: it takes a second or two)."""
     return setting_config(model, setting)
-
-
-def reference_config(model: str, height: int, width: int) -> tuple[str, ModelConfig]:
-    """The setting a frame size belongs to and the model's paper-scale config there."""
-    setting = setting_for(height, width)
-    return setting, _setting_reference(model, setting)
 
 
 def auto_config(
@@ -120,7 +115,7 @@ def auto_config(
     if min(height, width, num_frames) < 1:
         raise TnervError(f"a video of {num_frames} frames of {height}x{width} has no pixels to fit")
     if reference is None:
-        _, reference = reference_config(model, height, width)
+        reference = _paper_config(model, setting_for(height, width))
     strides, latent = config_geometry(reference)
     geometry = choose_geometry(height, width, len(strides), min(latent))
     # A size the user asked for must be met (the error says why it cannot be); a default one is a guide:
@@ -162,7 +157,7 @@ def config_for_video(
         try:
             geometry = Geometry(height, width, height, width, config_geometry(config)[0])
         except TnervError:
-            if explicit.get("strides", "auto") != "auto" and "strides" in overrides:
+            if overrides.get("strides", "auto") != "auto":
                 raise  # strides the user set are kept: the error names the sizes they reach
             reference = make_config(model, {**explicit, "num_frames": num_frames})
             if size is None and preset is not None:
@@ -199,13 +194,15 @@ def describe(model: str, config: ModelConfig, geometry: Geometry | None = None) 
 
 
 def describe_line(info: dict[str, Any]) -> str:
-    """One line for the terminal, e.g. "tnerv: 144x256 (strides 2,2,2,2,1, latent 9x16), ..."."""
+    """One line for the terminal, e.g. "nerv: 4 frames of 18x24, padded from 17x23; strides 2,1,1,1,1,
+    latent 9x12; 20,502 parameters (decoder/grids/embeddings 100/0/0%)"."""
     h, w = info["size"]
     parts = [f"strides {','.join(map(str, info['strides']))}", f"latent {'x'.join(map(str, info['latent']))}"]
     if "embedding" in info:
         parts.append(f"embeddings {'x'.join(map(str, info['embedding']))} per frame")
     if "grids" in info:
-        parts.append(f"grids {'/'.join(map(str, info['grids']['slices']))} slices x {info['grids']['channels']} channels")
+        grids = info["grids"]
+        parts.append(f"grids {'/'.join(map(str, grids['slices']))} slices x {grids['channels']} channels")
     padded = f", padded from {info['padded_from'][0]}x{info['padded_from'][1]}" if "padded_from" in info else ""
     split = "/".join(f"{v:.0f}" for v in info["split"].values())
     return (
