@@ -3,6 +3,7 @@ a .tnrv file, decode any frame range from that file alone, and inspect where the
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -11,14 +12,15 @@ from typing import Any
 
 import torch
 
-from tnerv.codec.bitstream import read_file
+from tnerv.codec.bitstream import BitstreamError, read_file
 from tnerv.codec.constrained import ENTROPY_CONSTRAINED
-from tnerv.codec.container import decoder_from_file, write_model_file
+from tnerv.codec.container import check_header, decoder_from_file, write_model_file
 from tnerv.codec.post_training import POST_TRAINING, QuantizationAware
 from tnerv.codec.wrapper import CompressionWrapper
 from tnerv.errors import TnervError
+from tnerv.files import check_output
 from tnerv.metrics import QualityReport, bits_per_pixel
-from tnerv.models import config_to_dict, load_preset, model_class
+from tnerv.models import VideoINR, config_to_dict, load_preset, model_class
 from tnerv.models.auto import DEFAULT_MODEL
 from tnerv.runs import VideoSpec, fit_run, load_frames, load_run, read_run
 from tnerv.train import VideoFrames, evaluate
@@ -97,19 +99,27 @@ def export_file(run_dir: str | Path, path: str | Path, frames: VideoFrames) -> t
     """Writes the fitted model of a run directory as a .tnrv file; returns the file's summary and
     the learned densities' payload estimate in bits (None for post-training quantisation)."""
     net, run, _ = load_run(run_dir, device="cpu")
+    # The video's own size: a model that codes padded frames is cropped back to it by the decoder.
+    video = _video_header(VideoSpec.from_dict(run["video"]), net.config.num_frames, *frames.size)
+    return export_model(net, run["model"], video, path, frames)
+
+
+def export_model(
+    net: VideoINR, model: str, video: dict[str, Any], path: str | Path, frames: VideoFrames
+) -> tuple[Any, float | None]:
+    """Writes a fitted model (a CompressionWrapper, or a plain model: its own post-training method) as
+    a .tnrv file for `video` (the header's num_frames, height, width, fps, colour); returns as export_file."""
     if not isinstance(net, CompressionWrapper):  # a plain `tnerv fit` run: the model's own method
-        settings = compression_settings(run["model"], None, 1.0, 8, prune=0.0)
+        settings = compression_settings(model, None, 1.0, 8, prune=0.0)
         net = QuantizationAware(net, settings["bits"])
     net.prepare_export(frames)
     quantized = net.quantized_state()
     inner = net.model
-    c = inner.config
     summary = write_model_file(
         path,
-        run["model"],
-        config_to_dict(c),
-        # The video's own size: a model that codes padded frames is cropped back to it by the decoder.
-        _video_header(VideoSpec.from_dict(run["video"]), c.num_frames, *frames.size),
+        model,
+        config_to_dict(inner.config),
+        video,
         quantized,
         {name: inner.component_of(name) for name in quantized},
         net.frequency_table,
@@ -146,12 +156,12 @@ def encode_video(
 ) -> EncodeResult:
     """Trains a model on a video (in `run_dir`, default PATH.run), writes the .tnrv file and
     measures the quality of what a decoder gets from it."""
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise TnervError(f"{path} exists; pass --overwrite to replace it")
-    if not path.parent.is_dir():
-        raise TnervError(f"cannot write {path}: {path.parent} is not a directory")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise TnervError("tnerv encode runs in one process; torchrun is for tnerv fit")
+    path = check_output(path, (".tnrv",), "a .tnrv file")
     run_dir = Path(run_dir) if run_dir else path.with_name(path.name + ".run")
+    if path.exists() and not overwrite and not (resume and _written_by(path, run_dir)):
+        raise TnervError(f"{path} exists; pass --overwrite to replace it")
     started = time.time()
     compression = None
     if not resume:
@@ -189,6 +199,17 @@ def encode_video(
     )
 
 
+def _written_by(path: Path, run_dir: Path) -> bool:
+    """Whether the .tnrv file at `path` is the one the run in `run_dir` wrote (same model and config):
+    resuming that run may write it again, byte for byte."""
+    try:
+        header, _ = read_file(path)
+        run = read_run(run_dir)
+    except (TnervError, OSError, ValueError):
+        return False
+    return header.get("model") == run["model"] and header.get("config") == run["model_config"]
+
+
 def parse_range(text: str | None, num_frames: int) -> tuple[int, int]:
     """Parses "a:b" (either side may be empty) into a frame range [a, b) inside the video."""
     if text is None:
@@ -220,7 +241,7 @@ class DecodeResult:
 
 
 def decode_frames(
-    path: str | Path, first: int, end: int, batch_size: int = 4, device: str = "cpu"
+    path: str | Path, first: int, end: int, batch_size: int = 4, device: str = "cpu", max_memory: int | None = None
 ) -> tuple[torch.Tensor, float, float]:
     """Frames [first, end) of a file (N, 3, H, W) in [0, 1], with the decoding time (building the
     decoder included) and the video's fps.
@@ -228,25 +249,42 @@ def decode_frames(
     Batches are aligned to multiples of `batch_size` in the whole video, so that a range decodes
     to bit-identical frames as the whole video (kernels may round differently per batch shape)."""
     started = time.time()
-    decoder, header = decoder_from_file(path, device)
+    decoder, header = decoder_from_file(path, device, max_memory, num_decoded=end - first)
     aligned_first = first // batch_size * batch_size
     aligned_end = min(-(-end // batch_size) * batch_size, header["video"]["num_frames"])
     idx = torch.arange(aligned_first, aligned_end, device=next(decoder.parameters()).device)
     h, w = header["video"]["height"], header["video"]["width"]  # the model's frames may be padded
-    frames = torch.cat([out[..., :h, :w].cpu() for _, out in decoder.reconstruct(idx, None, batch_size)])
-    return frames[first - aligned_first : end - aligned_first], time.time() - started, header["video"]["fps"]
+    frames = []
+    try:
+        for _, out in decoder.reconstruct(idx, None, batch_size):
+            if out.shape[-3:-2] != (3,) or out.shape[-2] < h or out.shape[-1] < w:
+                raise ValueError(f"it decodes frames of {tuple(out.shape[-3:])}, not 3x{h}x{w}")
+            frames.append(out[..., :h, :w].cpu())
+    except (RuntimeError, ValueError, IndexError) as exc:
+        # The header passed every check, yet its model does not run: a file no tnerv writes.
+        raise BitstreamError(f"{path}: its model does not decode: {exc}") from None
+    decoded = torch.cat(frames)
+    return decoded[first - aligned_first : end - aligned_first], time.time() - started, header["video"]["fps"]
 
 
 def decode_file(
-    path: str | Path, output: str | Path, frame_range: str | None = None, overwrite: bool = False, batch_size: int = 4
+    path: str | Path,
+    output: str | Path,
+    frame_range: str | None = None,
+    overwrite: bool = False,
+    batch_size: int = 4,
+    max_memory: int | None = None,
 ) -> DecodeResult:
-    """Decodes frames a:b of a .tnrv file to an mp4 (by its suffix) or a folder of PNGs."""
+    """Decodes frames a:b of a .tnrv file to an mp4 (by its suffix) or a folder of PNGs; `max_memory`
+    (bytes, default this machine's memory) refuses a file whose decoding would need more."""
     output = Path(output)
+    check_output(output, (".mp4", ""), "an .mp4 file, or a folder (no suffix) for PNG frames")
     if output.exists() and not overwrite and (output.is_file() or any(output.iterdir())):
         raise TnervError(f"{output} exists; pass --overwrite to replace it")
     header, _ = read_file(path)
+    check_header(header, str(path))
     first, end = parse_range(frame_range, header["video"]["num_frames"])
-    frames, seconds, fps = decode_frames(path, first, end, batch_size)
+    frames, seconds, fps = decode_frames(path, first, end, batch_size, max_memory=max_memory)
     pixels = to_uint8(frames)
     if output.suffix.lower() == ".mp4":
         write_mp4(pixels, output, fps)
@@ -258,6 +296,7 @@ def decode_file(
 def inspect_file(path: str | Path) -> dict[str, Any]:
     """The header of a .tnrv file and its bytes by component and by tensor."""
     header, sections = read_file(path)
+    check_header(header, str(path))
     size = Path(path).stat().st_size
     by_component: dict[str, int] = {}
     tensors = []

@@ -10,6 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tnerv.errors import TnervError
+
 
 def write_with(path: str | Path, write: Callable[[str], None]) -> Path:
     """Calls `write(temporary_path)`, then renames the temporary file over `path`."""
@@ -34,3 +36,14 @@ def write_atomic(path: str | Path, data: bytes | str) -> Path:
 def write_json_atomic(data: Any, path: str | Path) -> Path:
     """Writes JSON (indented) to `path` atomically."""
     return write_atomic(path, json.dumps(data, indent=2))
+
+
+def check_output(path: str | Path, suffixes: tuple[str, ...], what: str) -> Path:
+    """Refuses an output path whose suffix is not one of `suffixes` ("" for a folder) or whose
+    parent folder does not exist, before any work is done."""
+    path = Path(path)
+    if path.suffix.lower() not in suffixes:
+        raise TnervError(f"cannot write {path}: the output must be {what}")
+    if not path.parent.is_dir():
+        raise TnervError(f"cannot write {path}: the folder {path.parent} does not exist")
+    return path

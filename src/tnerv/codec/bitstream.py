@@ -1,12 +1,13 @@
 """The .tnrv file format (docs/bitstream.md): a header section, then one section per tensor, each
-with its own CRC-32, so that damage is reported by section and never decoded into garbage."""
+with its own CRC-32, so that damage is reported by section and never decoded into garbage. Each
+checksum also covers the section's index, its tensor's name and the previous section's checksum, so
+that a section moved to another place (or taken from another file) fails its check too."""
 
 from __future__ import annotations
 
 import json
-import os
+import math
 import struct
-import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,14 +15,20 @@ from typing import Any
 
 import numpy as np
 
+from tnerv.codec.entropy import PRECISION
 from tnerv.errors import TnervError
+from tnerv.files import write_atomic
 
 MAGIC = b"TNRV"
-VERSION = 1
+# Version 2: each section's checksum covers its index, its name and the checksum before it (the
+# header's: the preamble), and the preamble holds a checksum of all tensor sections (docs/bitstream.md).
+VERSION = 2
 HEADER, TENSOR = 1, 2
-_PREAMBLE = struct.Struct("<4sHI")  # magic, version, number of sections
+_PREAMBLE = struct.Struct("<4sHII")  # magic, version, number of sections, CRC-32 of the tensor sections
 _SECTION = struct.Struct("<BI")  # kind, body length
 _CRC = struct.Struct("<I")
+_INDEX = struct.Struct("<I")
+HEADER_NAME = "header"  # the name the header section's checksum covers
 SECTION_OVERHEAD = _SECTION.size + _CRC.size  # bytes a section adds around its body
 _TENSOR_FIXED = struct.Struct("<ffiI")  # step, offset (float32), qmin, number of table entries
 
@@ -60,34 +67,50 @@ class TensorSection:
         if end > len(body) or entries == 0:
             raise ValueError("frequency table does not fit the section")
         counts = np.frombuffer(body[start:end], dtype="<u2").astype(np.uint32) + 1
+        if not (math.isfinite(step) and step > 0 and math.isfinite(offset)):
+            raise ValueError(f"quantiser step {step} and offset {offset} must be finite, the step positive")
+        if int(counts.sum(dtype=np.int64)) != 1 << PRECISION:
+            raise ValueError(f"the frequency table sums to {int(counts.sum(dtype=np.int64))}, not 2^{PRECISION}")
+        if qmin + entries - 1 > np.iinfo(np.int32).max:
+            raise ValueError(f"symbols {qmin}..{qmin + entries - 1} overflow 32 bits")
+        if (len(body) - end) % 4:
+            raise ValueError("a range-coded payload is a whole number of 32-bit words")
         return cls(step, offset, qmin, counts, body[end:])
 
 
-def _section(kind: int, body: bytes) -> bytes:
-    head = _SECTION.pack(kind, len(body))
-    return head + body + _CRC.pack(zlib.crc32(head + body))
+def section_checksum(index: int, name: str, framed: bytes, previous: int) -> int:
+    """The CRC-32 of a section: its index, its name ("header" or the tensor's), its kind, length and
+    body, continued from `previous` (the previous section's checksum; the preamble's before the header)."""
+    return zlib.crc32(framed, zlib.crc32(_INDEX.pack(index) + name.encode("utf-8", "surrogatepass"), previous))
 
 
 def encode_file(header: dict[str, Any], tensors: list[TensorSection]) -> bytes:
     """The bytes of a .tnrv file: preamble, header section, tensor sections."""
-    parts = [_PREAMBLE.pack(MAGIC, VERSION, 1 + len(tensors))]
-    parts.append(_section(HEADER, json.dumps(header, separators=(",", ":")).encode()))
-    parts.extend(_section(TENSOR, t.to_bytes()) for t in tensors)
+    return frame_sections(header, json.dumps(header, separators=(",", ":")).encode(), [t.to_bytes() for t in tensors])
+
+
+def frame_sections(header: dict[str, Any], header_body: bytes, tensor_bodies: list[bytes]) -> bytes:
+    """A file from its section bodies as they are (the header's JSON encoded, tensor sections as
+    `TensorSection.to_bytes` gives them): preamble, framing and checksums."""
+    names = [entry["name"] for entry in header["tensors"]]
+    framed = [_SECTION.pack(TENSOR, len(body)) + body for body in tensor_bodies]
+    digest = 0  # the preamble's checksum of the tensor sections: their chain, started from 0
+    for index, (name, section) in enumerate(zip(names, framed, strict=True), start=1):
+        digest = section_checksum(index, name, section, digest)
+    preamble = _PREAMBLE.pack(MAGIC, VERSION, 1 + len(tensor_bodies), digest)
+    head = _SECTION.pack(HEADER, len(header_body)) + header_body
+    crc = section_checksum(0, HEADER_NAME, head, zlib.crc32(preamble))
+    parts = [preamble, head, _CRC.pack(crc)]
+    for index, (name, section) in enumerate(zip(names, framed), start=1):
+        crc = section_checksum(index, name, section, crc)
+        parts += [section, _CRC.pack(crc)]
     return b"".join(parts)
 
 
 def write_file(path: str | Path, header: dict[str, Any], tensors: list[TensorSection]) -> int:
     """Writes a .tnrv file atomically (temporary file, then rename); returns its size in bytes."""
-    path = Path(path)
     data = encode_file(header, tensors)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    write_atomic(path, data)
     return len(data)
 
 
@@ -104,14 +127,17 @@ def decode_file(data: bytes, source: str = "file") -> tuple[dict[str, Any], list
     """Parses and verifies a .tnrv file; BitstreamError names the first problem found."""
     if len(data) < _PREAMBLE.size:
         raise BitstreamError(f"{source} is not a tnerv bitstream: only {len(data)} bytes")
-    magic, version, count = _PREAMBLE.unpack_from(data)
+    magic, version, count, digest = _PREAMBLE.unpack_from(data)
     if magic != MAGIC:
         raise BitstreamError(f"{source} is not a tnerv bitstream (it does not start with {MAGIC!r})")
     if version != VERSION:
         raise BitstreamError(f"{source} is bitstream version {version}; this tnerv reads version {VERSION}")
     if count < 1:
         raise BitstreamError(f"{source} is malformed: it declares no header section")
+    if count > len(data) // SECTION_OVERHEAD:
+        raise BitstreamError(f"{source} is malformed: it declares {count} sections in {len(data)} bytes")
     pos, header, tensors = _PREAMBLE.size, None, []
+    previous, chain = zlib.crc32(data[: _PREAMBLE.size]), 0
     for index in range(count):
         where = _section_name(header, index)
         if pos + _SECTION.size > len(data):
@@ -121,25 +147,40 @@ def decode_file(data: bytes, source: str = "file") -> tuple[dict[str, Any], list
         if end + _CRC.size > len(data):
             raise BitstreamError(f"{source} is truncated in {where}")
         (crc,) = _CRC.unpack_from(data, end)
-        if zlib.crc32(data[pos:end]) != crc:
+        name = HEADER_NAME if index == 0 else header["tensors"][index - 1]["name"]
+        if section_checksum(index, name, data[pos:end], previous) != crc:
             raise BitstreamError(f"{source} is corrupted: {where} failed its checksum")
+        previous = crc
+        if index:
+            chain = section_checksum(index, name, data[pos:end], chain)
         body = data[pos + _SECTION.size : end]
         expected = HEADER if index == 0 else TENSOR
         if kind != expected:
             raise BitstreamError(f"{source} is malformed: {where} has kind {kind}, expected {expected}")
         try:
             if index == 0:
-                header = json.loads(body)
-                if not isinstance(header, dict) or len(header.get("tensors", [])) != count - 1:
-                    raise ValueError("the header does not list one tensor per section")
+                header = _parse_header(body, count - 1)
             else:
                 tensors.append(TensorSection.from_bytes(body))
-        except (ValueError, struct.error) as exc:
+        except (ValueError, struct.error, RecursionError) as exc:
             raise BitstreamError(f"{source} is malformed: {where}: {exc}") from None
         pos = end + _CRC.size
     if pos != len(data):
         raise BitstreamError(f"{source} has {len(data) - pos} unexpected bytes after its last section")
+    if chain != digest:
+        raise BitstreamError(f"{source} is corrupted: its tensor sections are not the ones its preamble lists")
     return header, tensors
+
+
+def _parse_header(body: bytes, num_tensors: int) -> dict[str, Any]:
+    """The header's JSON, with the tensor list that the other sections' checksums need."""
+    header = json.loads(body)
+    tensors = header.get("tensors") if isinstance(header, dict) else None
+    if not isinstance(tensors, list) or len(tensors) != num_tensors:
+        raise ValueError("the header does not list one tensor per section")
+    if not all(isinstance(t, dict) and isinstance(t.get("name"), str) for t in tensors):
+        raise ValueError("a tensor entry of the header has no name")
+    return header
 
 
 def read_file(path: str | Path) -> tuple[dict[str, Any], list[TensorSection]]:

@@ -140,4 +140,9 @@ def decode_symbols(payload: bytes, qmin: int, counts: np.ndarray, size: int) -> 
         raise ValueError("a range-coded payload is a whole number of 32-bit words")
     words = np.frombuffer(payload, dtype="<u4").astype(np.uint32)
     decoder = constriction.stream.queue.RangeDecoder(words)
-    return decoder.decode(_categorical(counts), size).astype(np.int64) + qmin
+    symbols = decoder.decode(_categorical(counts), size).astype(np.int64) + qmin
+    # A range decoder reads past the end of its data as zeros and ignores what it does not need:
+    # only coding the symbols again shows that the payload is exactly theirs, no byte missing or extra.
+    if encode_symbols(symbols, qmin, counts) != payload:
+        raise ValueError("the payload is not exactly the coded symbols (bytes missing or extra)")
+    return symbols

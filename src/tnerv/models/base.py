@@ -4,6 +4,7 @@ branch on model names."""
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Callable, Iterator
@@ -13,7 +14,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from tnerv.errors import TnervError
+from tnerv.errors import TnervError, short_repr
 
 # The parts of a model. Transmitted components are what a decoder needs and count in its size.
 TRANSMITTED_COMPONENTS = ("decoder", "grids", "embeddings")
@@ -43,6 +44,68 @@ def config_from_dict(cls: type[ModelConfig], values: dict[str, Any], model: str 
         )
     hints = typing.get_type_hints(cls)
     return cls(**{k: _coerce(v, hints[k]) for k, v in values.items()})
+
+
+# Bounds that no real config comes near, so that a config from an untrusted file (or a typo) is
+# refused before anything is built: counts of layers (blocks, stages; published configs have at
+# most 7), any other number, the length of a list or a name.
+MAX_LAYER_COUNT = 64
+MAX_FIELD_VALUE = 1 << 24
+MAX_LIST_LENGTH = 64
+# Integer fields that may be negative: FFNeRV/T-NeRV's aggregation window (frame offsets) and block
+# indices counted from the end.
+SIGNED_FIELDS = frozenset({"window", "flow_head_block", "fusion_block"})
+
+
+def check_config(config: ModelConfig, model: str = "") -> None:
+    """Refuses a config field of the wrong type or out of all reason (TnervError naming the field)."""
+    hints = typing.get_type_hints(type(config))
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        problem = _field_problem(f.name, value, hints[f.name])
+        if problem:
+            raise TnervError(f"config field {f.name!r} of {model or type(config).__name__}: {problem}")
+
+
+def _field_problem(name: str, value: Any, hint: Any) -> str | None:
+    if not _matches(value, hint):
+        return f"{short_repr(value)} is not of type {_hint_name(hint)}"
+    numbers = [v for v in (value if isinstance(value, tuple) else (value,)) if isinstance(v, int | float)]
+    if any(abs(v) > MAX_FIELD_VALUE for v in numbers):
+        return f"at most {MAX_FIELD_VALUE:,} in size, got {short_repr(value)}"
+    if name in ("height", "width", "num_frames") and value < 1:
+        return f"must be at least 1, got {value}"
+    if name not in SIGNED_FIELDS and any(v < 0 for v in numbers):
+        return f"must not be negative, got {short_repr(value)}"
+    if name.endswith(("blocks", "stages")) and any(v > MAX_LAYER_COUNT for v in numbers):
+        return f"at most {MAX_LAYER_COUNT} layers, got {short_repr(value)}"
+    return None
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    """Whether plain data fits a config field's type hint (int, float, bool, str, tuples, unions)."""
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        return any(_matches(value, arg) for arg in typing.get_args(hint))
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if hint is str:
+        return isinstance(value, str) and len(value) <= MAX_LIST_LENGTH
+    if typing.get_origin(hint) is tuple:
+        args = typing.get_args(hint)
+        if not isinstance(value, tuple) or len(value) > MAX_LIST_LENGTH:
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_matches(v, args[0]) for v in value)
+        return len(value) == len(args) and all(_matches(v, a) for v, a in zip(value, args))
+    return False
+
+
+def _hint_name(hint: Any) -> str:
+    return str(hint).replace("<class '", "").replace("'>", "").replace("typing.", "")
 
 
 def _coerce(value: Any, hint: Any) -> Any:
@@ -146,10 +209,18 @@ class VideoINR(nn.Module):
         return {k: v for k, v in self.state_dict().items() if self.component_of(k) != ENCODER}
 
     @classmethod
+    def build_decoder(cls, config: ModelConfig) -> VideoINR:
+        """The module `from_transmitted` loads its state into (untrained; no encoder where one exists)."""
+        return cls(config)
+
+    @classmethod
     def from_transmitted(cls, config: ModelConfig, state: dict[str, Tensor]) -> VideoINR:
         """A decoder rebuilt from its config and transmitted state alone; `reconstruct` needs no frames."""
-        model = cls(config)
-        model.load_state_dict(state)
+        model = cls.build_decoder(config)
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        missing = [k for k in missing if model.component_of(k) != ENCODER]  # training-only buffers
+        if missing or unexpected:
+            raise RuntimeError(f"transmitted state of {cls.name}: missing {missing}, unexpected {unexpected}")
         return model.eval()
 
     @classmethod

@@ -595,11 +595,9 @@ class EncodedEmbeddings:
         return {k: v for k, v in self.state_dict().items() if self.component_of(k) != ENCODER}
 
     @classmethod
-    def from_transmitted(cls, config: Any, state: dict[str, Tensor]) -> Any:
-        """The decoder alone (no encoder): its embeddings come from the state; reconstruct needs no frames."""
-        model = cls(config, with_encoder=False)
-        model.load_state_dict(state)
-        return model.eval()
+    def build_decoder(cls, config: Any) -> Any:
+        """The decoder alone (no encoder): its embeddings are parameters that the state fills."""
+        return cls(config, with_encoder=False)
 
 
 class FlowGuidedOutput:
@@ -688,11 +686,6 @@ class FlowGuidedOutput:
         if saved is not None and saved.shape != self.frame_buffer.shape:
             self.frame_buffer = torch.empty(saved.shape, dtype=self.frame_buffer.dtype, device=self.frame_buffer.device)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
-    @classmethod
-    def from_transmitted(cls, config: Any, state: dict[str, Tensor]) -> Any:
-        """The decoder rebuilt from the transmitted state (which holds no training buffer)."""
-        return super().from_transmitted(config, {"frame_buffer": torch.empty(0), **state})
 
     @torch.no_grad()
     def reconstruct(

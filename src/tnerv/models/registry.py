@@ -6,10 +6,11 @@ import difflib
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
+from collections.abc import Callable
 from typing import Any
 
 from tnerv.errors import TnervError
-from tnerv.models.base import ModelConfig, VideoINR, config_from_dict
+from tnerv.models.base import ModelConfig, VideoINR, check_config, config_from_dict
 
 _MODELS: dict[str, type[VideoINR]] = {}
 
@@ -46,9 +47,24 @@ def make_config(name: str, values: dict[str, Any] | None = None) -> ModelConfig:
 def create_model(name: str, config: ModelConfig | dict[str, Any] | None = None) -> VideoINR:
     """Builds a registered model from its config (a dataclass or plain data)."""
     cls = model_class(name)
+    return _checked_build(name, cls, config)
+
+
+def create_decoder(name: str, config: ModelConfig | dict[str, Any]) -> VideoINR:
+    """The decoder side of a registered model (what `from_transmitted` fills), untrained."""
+    return _checked_build(name, model_class(name).build_decoder, config)
+
+
+def _checked_build(name: str, build: Callable[[ModelConfig], VideoINR], config: ModelConfig | dict[str, Any] | None) -> VideoINR:
     if not isinstance(config, ModelConfig):
         config = make_config(name, config)
-    return cls(config)
+    check_config(config, name)
+    try:
+        return build(config)
+    except (ArithmeticError, LookupError, RuntimeError, TypeError, ValueError, AssertionError) as exc:
+        # A config whose fields each look fine may still not fit together (a negative width after
+        # rounding, strides that do not divide the frame): the user's mistake, said in one line.
+        raise TnervError(f"the config does not build a {name} model: {exc}") from None
 
 
 @dataclass

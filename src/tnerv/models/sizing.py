@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,6 +13,7 @@ import torch
 from torch import nn
 
 from tnerv.errors import TnervError
+from tnerv.models.base import ENCODER
 
 MAX_STRIDE = 5
 
@@ -147,6 +149,24 @@ def transmitted_size(model: str, config: Any) -> dict[str, int]:
         with shapes_only():
             _SIZES[key] = create_model(model, config).parameter_counts()
     return dict(_SIZES[key])
+
+
+def machine_memory() -> int:
+    """This machine's physical memory in bytes (16 GiB where the system does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 16 << 30
+
+
+def transmitted_shapes(model: str, config: Any) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Each tensor a decoder of this config is rebuilt from: its shape and component (meta device)."""
+    from tnerv.models.registry import create_decoder
+
+    with shapes_only():
+        decoder = create_decoder(model, config)
+    state = decoder.state_dict()
+    return {k: (tuple(v.shape), decoder.component_of(k)) for k, v in state.items() if decoder.component_of(k) != ENCODER}
 
 
 _SIZES: dict[tuple[str, str], dict[str, int]] = {}

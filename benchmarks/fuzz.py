@@ -1,0 +1,405 @@
+"""Feeds the .tnrv decoder N damaged and crafted files and counts what it does with them.
+
+    python benchmarks/fuzz.py 10000 [--seed 0] [--timeout 20] [--kinds swap header-field ...]
+
+The mutants come from small real files (T-NeRV, HNeRV, FFNeRV and NeRV, written by tnerv's own
+encoder from untrained models on random frames). Two families:
+- damage, as a disk, a download or a careless copy does it (checksums left as they are): truncation,
+  bit flips, changed lengths, fills, garbage, deleted, duplicated, swapped or foreign sections,
+  files that are not .tnrv at all;
+- crafted, as a buggy or hostile writer does it (every checksum recomputed): any header field, a
+  tensor's shape, a section's quantiser or table, its payload, its order, a header that is no JSON.
+
+Each mutant is decoded (the first frames, as `tnerv decode --frames` does) and inspected in a worker
+process with a per-case timeout, so that a crash of the interpreter or a hang is counted, not suffered.
+Outcomes:
+- refused: a one-line error (the decoder's own);
+- decoded unchanged: the same frames as the original file;
+- decoded a valid file: a crafted file that is a consistent file of its own (its frames differ);
+- silent wrong decode: damage decoded to other frames with no error;
+- crash: any other exception, or an error message of more than one line;
+- abort: the process died;
+- hang: the per-case timeout passed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import random
+import struct
+import sys
+import tempfile
+import time
+import zlib
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from tnerv.codec.bitstream import _PREAMBLE, _SECTION, HEADER, HEADER_NAME, SECTION_OVERHEAD, frame_sections, section_checksum
+from tnerv.compress import compression_settings, decode_frames, export_model, inspect_file
+from tnerv.errors import TnervError
+from tnerv.models import config_to_dict
+from tnerv.models.auto import config_for_video
+from tnerv.runs import build_model
+from tnerv.train import VideoFrames
+
+DAMAGE = ("truncate", "bitflip", "length", "fill", "garbage", "delete", "duplicate", "swap", "foreign", "junk")
+CRAFTED = ("header-field", "tensor-shape", "section-field", "payload", "crafted-swap", "header-json")
+KINDS = DAMAGE + CRAFTED
+OUTCOMES = (
+    "refused", "decoded unchanged", "decoded a valid file", "silent wrong decode", "crash", "abort", "hang"
+)
+BAD = ("silent wrong decode", "crash", "abort", "hang")
+SEED_MODELS = ("tnerv", "hnerv", "ffnerv", "nerv")
+FRAMES, HEIGHT, WIDTH, SIZE = 8, 32, 64, 12_000
+DECODED = 4  # frames decoded per mutant (a frame range, as `tnerv decode --frames 0:4`)
+MAX_MEMORY = 256 << 20  # the decoder's cap in the fuzzer: crafted sizes are refused, not allocated
+
+
+@dataclass
+class Seed:
+    """An original file: its bytes, its sections, and the frames it decodes to."""
+
+    model: str
+    data: bytes
+    frames: torch.Tensor  # the first DECODED frames as uint8
+
+
+def write_seed(model: str, folder: Path, weights_seed: int) -> Path:
+    """A small .tnrv file of `model`, written by tnerv's encoder from an untrained model."""
+    torch.manual_seed(weights_seed)
+    frames = torch.randint(0, 256, (FRAMES, 3, HEIGHT, WIDTH), dtype=torch.uint8)
+    config, _ = config_for_video(model, HEIGHT, WIDTH, FRAMES, size=SIZE)
+    compression = compression_settings(model, None, 0.8, 8)
+    net = build_model({"model": model, "model_config": config_to_dict(config), "compression": compression})
+    video = {"num_frames": FRAMES, "height": HEIGHT, "width": WIDTH, "fps": 25.0, "colour": {"frames": "RGB"}}
+    path = folder / f"{model}-{weights_seed}.tnrv"
+    source = VideoFrames(frames, torch.device("cpu"))
+    net.attach_video(source)
+    net.on_fit_start(torch.arange(FRAMES), source)  # quantisers start from the weights, as a fit does
+    export_model(net, model, video, path, source)
+    return path
+
+
+def decoded(path: Path) -> torch.Tensor:
+    """The first frames a file decodes to, as uint8 (what `tnerv decode` writes)."""
+    frames, _, _ = decode_frames(path, 0, DECODED, max_memory=MAX_MEMORY)
+    return torch.round(frames.clamp(0, 1) * 255).to(torch.uint8)
+
+
+def make_seeds(folder: Path) -> tuple[list[Seed], dict[str, bytes]]:
+    """The original files, and for each model a second file of the same config with other weights."""
+    seeds, foreign = [], {}
+    for model in SEED_MODELS:
+        path = write_seed(model, folder, 0)
+        seeds.append(Seed(model, path.read_bytes(), decoded(path)))
+        foreign[model] = write_seed(model, folder, 1).read_bytes()
+    return seeds, foreign
+
+
+# ------------------------------------------------------------------------------------------------
+# Reading a file's layout (not validating it: the decoder does that), and mutating it.
+
+
+def sections(data: bytes) -> list[tuple[int, int]]:
+    """(start, end) of each framed section, checksum included."""
+    spans, pos = [], _PREAMBLE.size
+    while pos + _SECTION.size <= len(data):
+        _, length = _SECTION.unpack_from(data, pos)
+        end = pos + SECTION_OVERHEAD + length
+        spans.append((pos, min(end, len(data))))
+        pos = end
+    return spans
+
+
+def parts(data: bytes) -> tuple[dict, bytes, list[bytes]]:
+    """The header (parsed), the header's body and the tensor bodies of a valid file."""
+    bodies = [data[a + _SECTION.size : b - 4] for a, b in sections(data)]
+    return json.loads(bodies[0]), bodies[0], bodies[1:]
+
+
+def interesting_value(rng: random.Random):
+    """A value a careless or hostile writer might put anywhere in a header."""
+    return rng.choice([
+        0, -1, 1, 2, 3, 7, 64, 255, 65536, 2**31 - 1, 2**31, 2**63, -(2**31), 10**9, 10**18, 1.5, -0.5,
+        1e308, float("nan"), float("inf"), "", "abc", "auto", "nerv", None, True, False, [], {}, [0],
+        [1, 2], [10**9, 10**9], [-1], ["a"], {"a": 1}, [[[[1]]]], "x" * 1000,
+    ])
+
+
+def mutate_json(value, rng: random.Random, depth: int = 0):
+    """The header with one field changed, removed or added, at a random place."""
+    if isinstance(value, dict) and value and (depth == 0 or rng.random() < 0.8):
+        key = rng.choice(list(value))
+        out = dict(value)
+        roll = rng.random()
+        if roll < 0.1:
+            del out[key]
+        elif roll < 0.15:
+            out["unknown_field"] = interesting_value(rng)
+        else:
+            out[key] = mutate_json(value[key], rng, depth + 1)
+        return out
+    if isinstance(value, list) and value and rng.random() < 0.8:
+        out = list(value)
+        i = rng.randrange(len(out))
+        roll = rng.random()
+        if roll < 0.1:
+            del out[i]
+        elif roll < 0.2:
+            out.insert(i, out[i])
+        else:
+            out[i] = mutate_json(out[i], rng, depth + 1)
+        return out
+    if isinstance(value, int | float) and not isinstance(value, bool) and rng.random() < 0.5:
+        return rng.choice([value + 1, value - 1, -value, value * 2, value * 1000, value // 2 if isinstance(value, int) else value / 2])
+    return interesting_value(rng)
+
+
+def mutate_section_field(body: bytes, rng: random.Random) -> bytes:
+    """A tensor section with its quantiser, symbol range or frequency table changed."""
+    step, offset, qmin, entries = struct.unpack_from("<ffiI", body)
+    table_end = 16 + 2 * entries
+    field = rng.choice(["step", "offset", "qmin", "entries", "counts"])
+    if field == "step":
+        step = rng.choice([0.0, -step, float("nan"), float("inf"), 1e30, 1e-30, step * 2])
+    elif field == "offset":
+        offset = rng.choice([float("nan"), float("-inf"), 1e30, offset + 1])
+    elif field == "qmin":
+        qmin = rng.choice([2**31 - 1, -(2**31), qmin - 1, qmin + 1, 0])
+    elif field == "entries":
+        entries = rng.choice([0, 1, entries - 1, entries + 1, 2**16, 2**16 + 1, 2**32 - 1])
+    else:
+        table = bytearray(body[16:table_end])
+        if table:
+            i = rng.randrange(0, len(table) - 1, 2) if len(table) > 2 else 0
+            table[i : i + 2] = struct.pack("<H", rng.choice([0, 1, 65535, rng.randrange(65536)]))
+        return struct.pack("<ffiI", step, offset, qmin, entries) + bytes(table) + body[table_end:]
+    return struct.pack("<ffiI", step, offset, qmin, entries) + body[16:]
+
+
+def mutate_payload(body: bytes, rng: random.Random) -> bytes:
+    """A tensor section whose range-coded payload is cut, extended, emptied or replaced."""
+    _, _, _, entries = struct.unpack_from("<ffiI", body)
+    head, payload = body[: 16 + 2 * entries], body[16 + 2 * entries :]
+    choice = rng.choice(["cut", "extend", "empty", "random", "flip"])
+    if choice == "cut":
+        payload = payload[: 4 * rng.randrange(max(1, len(payload) // 4))]
+    elif choice == "extend":
+        payload += rng.randbytes(4 * rng.randint(1, 8))
+    elif choice == "empty":
+        payload = b""
+    elif choice == "random":
+        payload = rng.randbytes(len(payload) or 4)
+    elif payload:
+        flipped = bytearray(payload)
+        flipped[rng.randrange(len(flipped))] ^= 1 << rng.randrange(8)
+        payload = bytes(flipped)
+    return head + payload
+
+
+def mutant(seed: Seed, foreign: bytes, kind: str, rng: random.Random) -> bytes:
+    """One mutant of a seed file."""
+    data = seed.data
+    spans = sections(data)
+    if kind == "truncate":
+        return data[: rng.randrange(len(data))]
+    if kind == "bitflip":
+        out = bytearray(data)
+        for _ in range(rng.randint(1, 8)):
+            out[rng.randrange(len(out))] ^= 1 << rng.randrange(8)
+        return bytes(out)
+    if kind == "length":
+        start, _ = rng.choice(spans)
+        _, length = _SECTION.unpack_from(data, start)
+        new = rng.choice([0, length - 1, length + 1, length * 2, 2**32 - 1, rng.randrange(2**32)])
+        return data[: start + 1] + struct.pack("<I", new % 2**32) + data[start + 5 :]
+    if kind in ("fill", "garbage"):
+        a = rng.randrange(len(data))
+        b = min(len(data), a + rng.randint(1, 256))
+        fill = bytes([rng.choice([0, 255])]) * (b - a) if kind == "fill" else rng.randbytes(b - a)
+        return data[:a] + fill + data[b:]
+    if kind in ("delete", "duplicate"):
+        a, b = rng.choice(spans[1:])
+        out = data[:a] + (data[a:b] * 2 if kind == "duplicate" else b"") + data[b:]
+        if rng.random() < 0.5:  # also fix the section count of the preamble
+            count = len(spans) + (1 if kind == "duplicate" else -1)
+            out = out[:6] + struct.pack("<I", count) + out[10:]
+        return out
+    if kind == "swap":
+        (a1, b1), (a2, b2) = sorted(rng.sample(spans[1:], 2))
+        return data[:a1] + data[a2:b2] + data[b1:a2] + data[a1:b1] + data[b2:]
+    if kind == "foreign":  # a section of another file of the same model and config, at the same place
+        i = rng.randrange(1, len(spans))
+        other = sections(foreign)
+        (a, b), (c, d) = spans[i], other[i]
+        return data[:a] + foreign[c:d] + data[b:]
+    if kind == "junk":
+        return rng.choice([b"", rng.randbytes(rng.randint(1, 4096)), b"TNRV" + rng.randbytes(64),
+                           "hello, this is text\n".encode() * 20, data[:10]])
+    header, header_body, bodies = parts(data)
+    if kind == "header-field":
+        header = mutate_json(header, rng)
+    elif kind == "tensor-shape":
+        entry = rng.choice(header["tensors"])
+        entry["shape"] = rng.choice([[10**9, 10**9], [2**31, 2**31, 4], entry["shape"][::-1], entry["shape"] + [1],
+                                     entry["shape"][1:], [0], [-1] + entry["shape"][1:], []])
+    elif kind == "section-field":
+        i = rng.randrange(len(bodies))
+        bodies[i] = mutate_section_field(bodies[i], rng)
+    elif kind == "payload":
+        i = rng.randrange(len(bodies))
+        bodies[i] = mutate_payload(bodies[i], rng)
+    elif kind == "crafted-swap":
+        i, j = rng.sample(range(len(bodies)), 2)
+        bodies[i], bodies[j] = bodies[j], bodies[i]
+    if kind == "header-json":
+        bad = rng.choice([b"", b"{", b"[]", b"null", b'{"tensors": 5}', rng.randbytes(64), b"[" * 100000])
+        return _with_header_body(data, bad)
+    try:
+        header_body = json.dumps(header).encode()
+        return frame_sections(header, header_body, bodies)
+    except (AttributeError, KeyError, TypeError, ValueError):  # a tensor list that lost its names
+        return _with_header_body(data, json.dumps(header).encode())
+
+
+def _with_header_body(data: bytes, body: bytes) -> bytes:
+    """The file with its header body replaced and the header's framing redone (checksum of the new body)."""
+    a, b = sections(data)[0]
+    head = _SECTION.pack(HEADER, len(body)) + body
+    crc = section_checksum(0, HEADER_NAME, head, zlib.crc32(data[: _PREAMBLE.size]))
+    return data[:a] + head + struct.pack("<I", crc) + data[b:]
+
+
+# ------------------------------------------------------------------------------------------------
+# Running a mutant in a worker process.
+
+
+def run_case(data: bytes, reference: torch.Tensor, crafted: bool, folder: Path) -> str:
+    """The outcome of decoding and inspecting one mutant (in the worker)."""
+    path = folder / "mutant.tnrv"
+    path.write_bytes(data)
+    try:
+        inspect_file(path)
+        frames = decoded(path)
+    except TnervError as exc:
+        return "refused" if "\n" not in str(exc) else "crash"
+    except Exception:  # noqa: BLE001 - anything else is what the fuzzer looks for
+        return "crash"
+    if frames.shape == reference.shape and torch.equal(frames, reference):
+        return "decoded unchanged"
+    return "decoded a valid file" if crafted else "silent wrong decode"
+
+
+def _worker(connection, folder: str) -> None:
+    torch.set_num_threads(1)
+    while True:
+        job = connection.recv()
+        if job is None:
+            return
+        data, reference, crafted = job
+        connection.send(run_case(data, reference, crafted, Path(folder)))
+
+
+class Worker:
+    """A worker process that runs cases one at a time; restarted after an abort or a hang."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.context = mp.get_context("fork")
+        self._start()
+
+    def _start(self) -> None:
+        self.connection, child = self.context.Pipe()
+        self.process = self.context.Process(target=_worker, args=(child, str(self.folder)), daemon=True)
+        self.process.start()
+
+    def run(self, data: bytes, reference: torch.Tensor, crafted: bool, timeout: float) -> str:
+        """The outcome of one case, "abort" if the worker died, "hang" if it ran past the timeout."""
+        try:
+            self.connection.send((data, reference, crafted))
+            if self.connection.poll(timeout):
+                return self.connection.recv()
+            outcome = "hang"
+        except (EOFError, BrokenPipeError, ConnectionResetError):  # the worker died
+            outcome = "abort"
+        self.process.kill()
+        self.process.join()
+        self._start()
+        return outcome
+
+    def close(self) -> None:
+        self.connection.send(None)
+        self.process.join(timeout=5)
+
+
+def fuzz(n: int, seed: int = 0, kinds: tuple[str, ...] = KINDS, timeout: float = 20.0, progress: bool = True) -> dict:
+    """Runs n mutants (kinds in turn) and returns {kind: Counter of outcomes}, with the examples of
+    bad outcomes (kind, outcome, mutant bytes) under "examples"."""
+    rng = random.Random(seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        seeds, foreign = make_seeds(folder)
+        worker = Worker(folder)
+        counts: dict[str, Counter] = {kind: Counter() for kind in kinds}
+        examples = []
+        started = time.time()
+        try:
+            for i in range(n):
+                kind = kinds[i % len(kinds)]
+                original = rng.choice(seeds)
+                data = mutant(original, foreign[original.model], kind, rng)
+                outcome = worker.run(data, original.frames, kind in CRAFTED, timeout)
+                counts[kind][outcome] += 1
+                if outcome in BAD and len(examples) < 20:
+                    examples.append((kind, outcome, original.model, data))
+                if progress and (i + 1) % max(1, n // 20) == 0:
+                    print(f"  {i + 1}/{n} mutants, {time.time() - started:.0f} s", file=sys.stderr, flush=True)
+        finally:
+            worker.close()
+    return {"counts": counts, "examples": examples}
+
+
+def table(counts: dict[str, Counter]) -> str:
+    """Outcome counts per kind of mutant, and the totals."""
+    shown = [o for o in OUTCOMES if o in BAD or any(c[o] for c in counts.values())]
+    width = max(len(k) for k in counts) + 2
+    lines = [f"{'kind':<{width}}" + "".join(f"{o:>22}" for o in shown)]
+    total = Counter()
+    for kind, c in counts.items():
+        total.update(c)
+        lines.append(f"{kind:<{width}}" + "".join(f"{c[o]:>22}" for o in shown))
+    lines.append(f"{'total':<{width}}" + "".join(f"{total[o]:>22}" for o in shown))
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("n", type=int, nargs="?", default=1000, help="number of mutants (default 1000)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--timeout", type=float, default=20.0, help="seconds per case before it counts as a hang")
+    parser.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS))
+    parser.add_argument("--save", metavar="DIR", help="write the mutants with bad outcomes to this folder")
+    args = parser.parse_args()
+    started = time.time()
+    result = fuzz(args.n, args.seed, tuple(args.kinds), args.timeout)
+    print(f"{args.n} mutants of {len(SEED_MODELS)} files ({', '.join(SEED_MODELS)}), seed {args.seed}, "
+          f"{time.time() - started:.0f} s")
+    print(table(result["counts"]))
+    bad = sum(c[o] for c in result["counts"].values() for o in BAD)
+    for o in BAD:
+        print(f"{o}: {sum(c[o] for c in result['counts'].values())}")
+    if args.save and result["examples"]:
+        out = Path(args.save)
+        out.mkdir(parents=True, exist_ok=True)
+        for i, (kind, outcome, model, data) in enumerate(result["examples"]):
+            (out / f"{i:02d}-{kind}-{outcome.replace(' ', '-')}-{model}.tnrv").write_bytes(data)
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

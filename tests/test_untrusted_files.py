@@ -1,0 +1,129 @@
+"""A .tnrv file from anywhere never crashes the decoder: damaged and crafted files are refused in one
+line (benchmarks/fuzz.py, a few hundred of each kind), and what the format binds is checked directly."""
+
+import importlib.util
+import json
+import struct
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tnerv.cli import main
+from tnerv.codec.bitstream import BitstreamError, decode_file
+from tnerv.compress import decode_frames, inspect_file
+
+_spec = importlib.util.spec_from_file_location("fuzz", Path(__file__).parents[1] / "benchmarks" / "fuzz.py")
+fuzz = sys.modules["fuzz"] = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(fuzz)
+
+PER_KIND = 100
+
+
+@pytest.fixture(scope="module")
+def seeds(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("seeds")
+    return folder, *fuzz.make_seeds(folder)
+
+
+def test_hundreds_of_mutants_of_every_kind_are_refused_or_decoded_correctly():
+    result = fuzz.fuzz(PER_KIND * len(fuzz.KINDS), seed=2024, timeout=60, progress=False)
+    counts = result["counts"]
+    assert all(sum(c.values()) == PER_KIND for c in counts.values())
+    bad = {kind: {o: c[o] for o in fuzz.BAD if c[o]} for kind, c in counts.items() if any(c[o] for o in fuzz.BAD)}
+    assert not bad, fuzz.table(counts)
+    # Damage is refused, never decoded to other frames; most crafted files are refused too.
+    for kind in fuzz.DAMAGE:
+        assert counts[kind]["refused"] + counts[kind]["decoded unchanged"] == PER_KIND
+        assert counts[kind]["refused"] >= PER_KIND * 0.9
+    for kind in ("tensor-shape", "payload", "header-json"):
+        assert counts[kind]["refused"] >= PER_KIND * 0.9
+
+
+def _section_spans(data: bytes) -> list[tuple[int, int]]:
+    return fuzz.sections(data)
+
+
+def test_swapped_and_foreign_sections_fail_their_checksum(seeds, tmp_path):
+    _, originals, foreign = seeds
+    data = originals[0].data
+    spans = _section_spans(data)
+    # Two tensor sections of equal length swapped: before version 2 this decoded to other frames.
+    by_length = {}
+    for a, b in spans[1:]:
+        by_length.setdefault(b - a, []).append((a, b))
+    pair = next(v for v in by_length.values() if len(v) > 1)
+    (a1, b1), (a2, b2) = pair[:2]
+    swapped = data[:a1] + data[a2:b2] + data[b1:a2] + data[a1:b1] + data[b2:]
+    with pytest.raises(BitstreamError, match=r"section \d+ \(tensor '.*'\) failed its checksum"):
+        decode_file(swapped)
+    # The first tensor section of another file of the same model and config (identical headers): the
+    # header's checksum covers the preamble's digest of all tensor sections, and each tensor's
+    # checksum continues from it.
+    other = foreign[originals[0].model]
+    (a, b), (c, d) = spans[1], _section_spans(other)[1]
+    assert data[a:b] != other[c:d]
+    with pytest.raises(BitstreamError, match=r"section 1 \(tensor '.*'\) failed its checksum"):
+        decode_file(data[:a] + other[c:d] + data[b:])
+    # Sections re-framed from their bodies give the file back byte for byte.
+    header, header_body, bodies = fuzz.parts(data)
+    assert fuzz.frame_sections(header, header_body, bodies) == data
+
+
+def test_a_payload_is_exactly_its_symbols(seeds, tmp_path):
+    _, originals, _ = seeds
+    header, header_body, bodies = fuzz.parts(originals[1].data)
+    path = tmp_path / "crafted.tnrv"
+    longest = max(range(len(bodies)), key=lambda i: len(bodies[i]))
+    for change in (lambda p: p + b"\0\0\0\0", lambda p: p[:-4], lambda p: b""):
+        changed = list(bodies)
+        _, _, _, entries = struct.unpack_from("<ffiI", changed[longest])
+        head = changed[longest][: 16 + 2 * entries]
+        changed[longest] = head + change(changed[longest][16 + 2 * entries :])
+        path.write_bytes(fuzz.frame_sections(header, header_body, changed))
+        with pytest.raises(BitstreamError, match="cannot be decoded: the payload is not exactly"):
+            decode_frames(path, 0, 1)
+
+
+def test_crafted_headers_are_checked_before_anything_is_allocated(seeds, tmp_path):
+    _, originals, _ = seeds
+    path = tmp_path / "crafted.tnrv"
+    header, _, bodies = fuzz.parts(originals[3].data)  # NeRV
+    cases = [
+        (["tensors", 0, "shape"], [10**9, 10**9], "has no valid shape|the config's decoder holds"),
+        (["config", "channels"], -4, "must not be negative"),
+        (["config", "num_blocks"], 10**6, "at most 64"),
+        (["config", "stem_dims"], "wide", "is not of type"),
+        (["model"], "nerf", "unknown model"),
+        (["video", "height"], 10**6, "does not fit the model"),
+        (["video", "fps"], 0, "frame rate"),
+    ]
+    for keys, value, message in cases:
+        crafted = json.loads(json.dumps(header))
+        target = crafted
+        for key in keys[:-1]:
+            target = target[key]
+        target[keys[-1]] = value
+        path.write_bytes(fuzz.frame_sections(crafted, json.dumps(crafted).encode(), bodies))
+        for read in (inspect_file, lambda p: decode_frames(p, 0, 1)):
+            with pytest.raises(BitstreamError, match=message):
+                read(path)
+
+
+def test_the_memory_cap_refuses_in_one_line(seeds, tmp_path, capsys):
+    folder, originals, _ = seeds
+    path = folder / f"{originals[0].model}-0.tnrv"
+    assert main(["decode", str(path), "-o", str(tmp_path / "frames"), "--max-memory", "64K"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("tnerv: error: ") and "\n" not in err and "--max-memory" in err
+    assert not (tmp_path / "frames").exists()
+    assert main(["decode", str(path), "-o", str(tmp_path / "frames"), "--max-memory", "1G"]) == 0
+    assert len(list((tmp_path / "frames").glob("*.png"))) == fuzz.FRAMES
+
+
+def test_the_decoded_frames_of_a_seed_are_its_own(seeds):
+    folder, originals, _ = seeds
+    for seed in originals:
+        frames = fuzz.decoded(folder / f"{seed.model}-0.tnrv")
+        assert torch.equal(frames, seed.frames) and frames.shape == (fuzz.DECODED, 3, fuzz.HEIGHT, fuzz.WIDTH)
