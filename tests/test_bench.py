@@ -1,6 +1,8 @@
 """The bench runner: units, records, resumption, and the protocol guard of an output folder."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -186,3 +188,24 @@ def test_a_video_shorter_than_the_protocol_gives_all_its_frames():
     carphone = dataset_sequences("samples", names=["carphone"])[0]
     assert video_spec(carphone, tiny_protocol("representation", num_frames=500)).count == 120
     assert video_spec(carphone, tiny_protocol("representation")).count == 4
+
+
+def test_two_workers_at_once_run_each_unit_once_and_write_the_single_worker_tables(tmp_path):
+    command = [sys.executable, "-m", "tnerv", "bench", "representation", "--models", "nerv", "--frames", "4",
+               "--resize", "32x64", "--budget", "20k", "--epochs", "2", "--quiet"]
+    shared, single = tmp_path / "shared", tmp_path / "single"
+    workers = [
+        subprocess.Popen([*command, "--out", str(shared), "--worker", f"{i}/2"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+        for i in range(2)
+    ]
+    outputs = [w.communicate() for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], [err[-2000:] for _, err in outputs]
+    ran = [[line.split("]")[0][1:] for line in out.splitlines() if line.endswith(": running")] for out, _ in outputs]
+    assert ran == [["1/2"], ["2/2"]]  # every unit (NeRV on the two clips), each by one worker
+    records = [json.loads(p.read_text()) for p in sorted((shared / "results").rglob("*.json"))]
+    assert sorted(r["worker"] for r in records) == ["0/2", "1/2"]
+    # The last worker to finish wrote the tables; they are those of one worker alone.
+    assert subprocess.run([*command, "--out", str(single)], capture_output=True).returncode == 0
+    for name in ("quality_psnr.md", "quality_ms_ssim.md"):
+        assert (shared / "tables" / name).read_text() == (single / "tables" / name).read_text()

@@ -93,19 +93,83 @@ def test_a_run_directory_is_never_silently_replaced(capsys, tmp_path):
         (["fit", "BIKES", *TINY_FIT, "--device", "bogus", "--out", "OUT"], "unknown device 'bogus'"),
         (["models", "--frames", "-1"], "argument --frames"),
         (["fit", "BIKES"], "the following arguments are required: --out"),
+        (["fit", "BIKES", *TINY_FIT, "--set", "channels=-4", "--out", "OUT"], "'channels' of nerv: must not be negative"),
+        (["fit", "BIKES", *TINY_FIT, "--set", "channels=wide", "--out", "OUT"], "'channels' of nerv: 'wide' is not of type int"),
+        (["fit", "BIKES", "--frames", "4", "--resize", "32x64", "--size", "1e12", "--out", "OUT"], "GiB to train"),
+        (["fit", "BIKES", *TINY_FIT, "--device", "cuda", "--out", "OUT"], "no CUDA GPU"),
+        (["fit", "BIKES", *TINY_FIT, "--out", "FULLDIR"], "holds files but no run"),
+        (["decode", "TNRV", "-o", "OUT", "--frames", "-3:2"], "frames -3:2 requested"),
+        (["decode", "TNRV", "-o", "OUT", "--frames", "2:1"], "frames 2:1 requested"),
+        (["decode", "TNRV", "-o", "MISSING/x.mp4"], "does not exist"),
+        (["decode", "TNRV", "-o", "OUT.avi"], "the output must be an .mp4 file, or a folder"),
+        (["decode", "TNRV", "-o", "FULLDIR"], "exists; pass --overwrite"),
+        (["decode", "TNRV", "-o", "OUT", "--max-memory", "0"], "argument --max-memory"),
+        (["decode", "NOTVIDEO", "-o", "OUT"], "not a tnerv bitstream"),
+        (["encode", "BIKES", *TINY_FIT, "-o", "OUT.mp4"], "the output must be a .tnrv file"),
+        (["encode", "BIKES", *TINY_FIT, "-o", "TNRV"], "exists; pass --overwrite"),
+        (["encode", "BIKES", *TINY_FIT, "-o", "MISSING/x.tnrv"], "does not exist"),
     ],
 )
-def test_bad_input_is_one_line_and_exit_2(capsys, tmp_path, args, message):
+def test_bad_input_is_one_line_and_exit_2(capsys, tmp_path, tiny_file, args, message):
     (tmp_path / "not-a-video.mp4").write_text("hello, I am text")
     (tmp_path / "empty").mkdir()
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "notes.txt").write_text("mine")
+    tnrv = tmp_path / "clip.tnrv"
+    tnrv.write_bytes(tiny_file.read_bytes())
     subst = {
         "BIKES": str(sample("bikes")),
         "OUT": str(tmp_path / "out"),
+        "OUT.avi": str(tmp_path / "out.avi"),
+        "OUT.mp4": str(tmp_path / "out.mp4"),
         "NOTVIDEO": str(tmp_path / "not-a-video.mp4"),
         "EMPTYDIR": str(tmp_path / "empty"),
+        "FULLDIR": str(tmp_path / "full"),
+        "TNRV": str(tnrv),
     }
-    code, _, err = run_cli(capsys, *[subst.get(a, a) for a in args])
+    args = [subst.get(a, a.replace("MISSING", str(tmp_path / "missing"))) for a in args]
+    before = snapshot(tmp_path)
+    code, _, err = run_cli(capsys, *args)
     assert_one_line_error(code, err, message)
+    assert snapshot(tmp_path) == before  # nothing created, changed or removed
+
+
+def snapshot(folder) -> dict[str, bytes | None]:
+    """Every file and folder under `folder`: its bytes (None for a folder)."""
+    return {str(p.relative_to(folder)): None if p.is_dir() else p.read_bytes() for p in sorted(folder.rglob("*"))}
+
+
+@pytest.fixture(scope="module")
+def tiny_file(tmp_path_factory):
+    """A .tnrv file of 4 frames (NeRV, 2 epochs)."""
+    path = tmp_path_factory.mktemp("tiny") / "clip.tnrv"
+    assert main(["encode", str(sample("bikes")), *TINY_FIT, "-o", str(path)]) == 0
+    return path
+
+
+def test_resume_takes_the_device_given_now(capsys, tmp_path):
+    out_dir = tmp_path / "run"
+    assert run_cli(capsys, "fit", str(sample("bikes")), *TINY_FIT, "--device", "cpu", "--out", str(out_dir))[0] == 0
+    before = snapshot(tmp_path)
+    # The stored device (cpu) would work; the one asked for now is used, and refused here.
+    code, _, err = run_cli(capsys, "fit", str(sample("bikes")), "--out", str(out_dir), "--resume", "--device", "cuda")
+    assert_one_line_error(code, err, "no CUDA GPU")
+    assert snapshot(tmp_path) == before
+
+
+def test_encode_resumes_after_its_file_was_written(capsys, tmp_path):
+    path = tmp_path / "clip.tnrv"
+    assert run_cli(capsys, "encode", str(sample("bikes")), *TINY_FIT, "-o", str(path))[0] == 0
+    written = path.read_bytes()
+    code, out, _ = run_cli(capsys, "encode", str(sample("bikes")), "-o", str(path), "--resume", "--quiet", "--json")
+    assert code == 0 and json.loads(out)["num_bytes"] == len(written)
+    assert path.read_bytes() == written
+    # Another run's file is still protected.
+    other = tmp_path / "other.tnrv"
+    other.write_bytes(b"mine")
+    code, _, err = run_cli(capsys, "encode", str(sample("bikes")), "-o", str(other), "--run-dir", str(path) + ".run", "--resume")
+    assert_one_line_error(code, err, "exists; pass --overwrite")
+    assert other.read_bytes() == b"mine"
 
 
 def test_the_installed_command_reports_errors_without_a_traceback(tmp_path):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import subprocess
 import sys
 import time
 import tomllib
@@ -44,6 +46,29 @@ def _count(text: str) -> int:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"a parameter budget must be positive, got {text!r}")
     return round(value)
+
+
+def _memory(text: str) -> int:
+    """Parses an amount of memory: 8G, 512M or a number of bytes."""
+    scale = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}.get(text[-1:].lower(), 1)
+    try:
+        value = float(text[:-1] if scale != 1 else text) * scale
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an amount of memory such as 8G or 512M, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"an amount of memory must be positive, got {text!r}")
+    return round(value)
+
+
+def _worker(text: str) -> tuple[int, int]:
+    """Parses I/N, a worker's index and the number of workers."""
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected I/N such as 0/4, got {text!r}") from None
+    if not 0 <= index < count:
+        raise argparse.ArgumentTypeError(f"I/N needs 0 <= I < N, got {text!r}")
+    return index, count
 
 
 def _number(kind: type, low: float, low_inclusive: bool = True, high: float | None = None) -> Any:
@@ -267,15 +292,33 @@ def _announce(args: argparse.Namespace) -> Any:
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
+    from tnerv.parallel import is_main_process
     from tnerv.runs import fit_run
 
+    if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
+        return _launch_torchrun(args.nproc, args.argv)
     result = fit_run(
         _video_spec(args), args.out, model=args.model, preset=args.preset, model_overrides=dict(args.set or []),
         train_overrides=_train_overrides(args), overwrite=args.overwrite, resume=args.resume,
         progress=not args.quiet, size=args.size, ablations=args.ablation, on_config=_announce(args),
     )
-    _print(result.to_dict(), args.json, _summary(result))
+    if is_main_process():
+        _print(result.to_dict(), args.json, _summary(result))
     return 0
+
+
+def _launch_torchrun(nproc: int, argv: list[str]) -> int:
+    """`tnerv fit --nproc N ...` is `torchrun --nproc-per-node N -m tnerv fit ...` (PyTorch's launcher)."""
+    rest, skip = [], False
+    for token in argv:
+        if skip:
+            skip = False
+        elif token == "--nproc":
+            skip = True
+        elif not token.startswith("--nproc="):
+            rest.append(token)
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc), "-m", "tnerv", *rest]
+    return subprocess.run(command).returncode
 
 
 def _encode_summary(r: Any) -> str:
@@ -310,7 +353,10 @@ def cmd_encode(args: argparse.Namespace) -> int:
 def cmd_decode(args: argparse.Namespace) -> int:
     from tnerv.compress import decode_file
 
-    result = decode_file(args.file, args.output, args.frames, overwrite=args.overwrite, batch_size=args.batch_size)
+    result = decode_file(
+        args.file, args.output, args.frames, overwrite=args.overwrite, batch_size=args.batch_size,
+        max_memory=args.max_memory,
+    )
     text = (
         f"decoded frames {result.first_frame}:{result.first_frame + result.num_frames} to {result.output} "
         f"in {result.seconds:.2f} s ({result.fps:.1f} frames per second)"
@@ -445,10 +491,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
     log = (lambda line: None) if args.json else print
     if not args.json:
         print(f"tnerv bench {args.kind}: {len(videos)} video(s) of {dataset}; {chosen.label}; output in {out}")
-    outcome = run_bench(args.kind, chosen, videos, args.models, out, dataset, progress=not args.quiet, log=log)
-    written = [*outcome.tables, *outcome.plots, outcome.report]
-    text = f"{len(outcome.records)} results; tables in {out / 'tables'}, plots in {out / 'plots'}; report: {outcome.report}"
-    _print({"records": outcome.records, "written": [str(p) for p in written]}, args.json, text)
+    outcome = run_bench(
+        args.kind, chosen, videos, args.models, out, dataset, progress=not args.quiet, log=log, worker=args.worker
+    )
+    written = [*outcome.tables, *outcome.plots, *([outcome.report] if outcome.report else [])]
+    if outcome.complete:
+        text = f"{len(outcome.records)} results; tables in {out / 'tables'}, plots in {out / 'plots'}; report: {outcome.report}"
+    else:
+        text = (
+            f"{len(outcome.records)} results so far; this worker's units are done, others are not: the last worker "
+            "to finish writes the tables (or rerun without --worker)"
+        )
+    _print({"records": outcome.records, "written": [str(p) for p in written], "complete": outcome.complete}, args.json, text)
     return 0
 
 
@@ -520,6 +574,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("fit", help="fit a model to a video")
     _add_video_args(p)
     p.add_argument("--out", required=True, help="run directory to write")
+    p.add_argument(
+        "--nproc", type=_positive_int, default=1, metavar="N",
+        help="train in N processes, one per GPU (or CPU gloo), as torchrun --nproc-per-node N; "
+        "the global batch is N times --batch-size",
+    )
     _add_training_args(p, "replace a run already in --out", "continue the interrupted run in --out")
     p.set_defaults(func=cmd_fit)
 
@@ -542,6 +601,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="an .mp4 file, or a folder for PNG frames")
     p.add_argument("--frames", metavar="A:B", help="decode frames A to B-1 only")
     p.add_argument("--batch-size", type=_positive_int, default=4)
+    p.add_argument(
+        "--max-memory", type=_memory, metavar="SIZE",
+        help="refuse a file whose decoding needs more memory than this, e.g. 8G (default: this machine's memory)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_decode)
@@ -609,22 +672,44 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--crf", type=int, nargs="+", help="compression: CRF points of the codec anchors (default 22 27 32 37)")
     p.add_argument("--out", help="output folder (a rerun skips finished runs)")
+    p.add_argument(
+        "--worker", type=_worker, metavar="I/N",
+        help="run worker I's share of the units (0 <= I < N) beside N-1 other workers that share --out",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench)
     return parser
 
 
+# Options whose value may start with "-" (a frame range such as -3:2): argparse would read the value as
+# an option, so it is glued to its option ("--frames=-3:2") and reaches the option's own check.
+_DASH_VALUE_OPTIONS = ("--frames",)
+
+
+def _glue_dash_values(argv: list[str]) -> list[str]:
+    out: list[str] = []
+    for token in argv:
+        if out and out[-1] in _DASH_VALUE_OPTIONS and token.startswith("-") and token[1:2].isdigit():
+            out[-1] = f"{out[-1]}={token}"
+        else:
+            out.append(token)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: runs one command; user errors print `tnerv: error: ...` and exit 2."""
+    argv = _glue_dash_values(sys.argv[1:] if argv is None else argv)
     try:
         args = build_parser().parse_args(argv)
+        args.argv = argv
     except SystemExit as exc:  # --help (0), or a bad command line already reported in one line (2)
         return int(exc.code or 0)
     try:
         return args.func(args)
     except TnervError as exc:
-        print(f"tnerv: error: {exc}", file=sys.stderr)
+        message = " ".join(str(exc).split())  # one line, whatever the message quotes
+        print(f"tnerv: error: {message}", file=sys.stderr)
     except OSError as exc:  # unwritable output, full disk, ...
         where = f": {exc.filename}" if exc.filename else ""
         print(f"tnerv: error: {exc.strerror or exc}{where}", file=sys.stderr)

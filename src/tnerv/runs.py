@@ -22,6 +22,8 @@ from tnerv.files import write_json_atomic
 from tnerv.metrics import QualityReport
 from tnerv.models import VideoINR, config_to_dict, create_model, load_preset, model_class
 from tnerv.models.auto import DEFAULT_MODEL, config_for_video, describe
+from tnerv.models.sizing import machine_memory, transmitted_size
+from tnerv.parallel import is_main_process
 from tnerv.train import CHECKPOINT, METRICS_LOG, TrainConfig, VideoFrames, evaluate, fit, pick_device, seed_everything
 from tnerv.video import read_video, resize_and_crop, to_uint8, write_frames
 
@@ -62,7 +64,8 @@ def load_frames(spec: VideoSpec) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).contiguous()
 
 
-def _prepare_run_dir(out: Path, overwrite: bool, resume: bool) -> None:
+def _check_run_dir(out: Path, overwrite: bool, resume: bool) -> None:
+    """Refuses a run directory that cannot take this run; changes nothing (see _start_run_dir)."""
     if out.exists() and not out.is_dir():
         raise TnervError(f"output {out} exists and is not a directory")
     holds_run = (out / RUN_FILE).exists()
@@ -70,7 +73,13 @@ def _prepare_run_dir(out: Path, overwrite: bool, resume: bool) -> None:
         raise TnervError(f"cannot resume: {out} holds no run ({RUN_FILE} is missing)")
     if holds_run and not (overwrite or resume):
         raise TnervError(f"{out} already holds a run; pass --resume to continue it or --overwrite to replace it")
-    if holds_run and overwrite:
+    if not holds_run and out.is_dir() and any(out.iterdir()):
+        raise TnervError(f"{out} holds files but no run; choose a new or empty folder")
+
+
+def _start_run_dir(out: Path, overwrite: bool) -> None:
+    """Creates the run directory (or clears the run it holds, with `overwrite`) once the run can start."""
+    if overwrite:
         for name in (RUN_FILE, RESULT_FILE, CHECKPOINT, METRICS_LOG):
             (out / name).unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
@@ -93,6 +102,21 @@ class RunResult:
         data = asdict(self)
         data["psnr"], data["ms_ssim"] = self.report.psnr, self.report.ms_ssim
         return data
+
+
+# Bytes per parameter while training with Adam: the weight, its gradient and two moments (float32).
+TRAIN_BYTES_PER_PARAMETER = 16
+
+
+def check_trainable(model: str, total: int) -> None:
+    """Refuses, before anything is allocated, a model of `total` parameters (encoder included) whose
+    training needs more than this machine's memory."""
+    needed, available = total * TRAIN_BYTES_PER_PARAMETER, machine_memory()
+    if needed > available:
+        raise TnervError(
+            f"a {model} model of {total:,} parameters needs about {needed / 2**30:,.0f} GiB to train; "
+            f"this machine has {available / 2**30:,.0f} GiB (choose a smaller --size)"
+        )
 
 
 def build_model(run: dict[str, Any]) -> VideoINR:
@@ -132,27 +156,36 @@ def fit_run(
     that many transmitted parameters, keeping its split between components (default: a size that follows
     from the video, `tnerv.models.auto`); `on_config` sees what was chosen (`describe`) before training."""
     out = Path(out)
-    _prepare_run_dir(out, overwrite, resume)
+    main = is_main_process()  # under torchrun every rank runs this; rank 0 alone writes
+    if main:
+        _check_run_dir(out, overwrite, resume)
     if resume:
         run = read_run(out)
         if model is not None and model != run["model"]:
             raise TnervError(f"{out} holds a {run['model']} run, not {model}")
         video = VideoSpec.from_dict(run["video"])
         frames = load_frames(video)
-        config = TrainConfig.from_dict(run["train_config"])
+        # The stored recipe, on the device asked for now (a run may move between machines).
+        stored = run["train_config"]
+        device = (train_overrides or {}).get("device", stored.get("device", "auto"))
+        config = TrainConfig.from_dict({**stored, "device": device})
+        pick_device(config.device)
+        seed_everything(config.seed)  # as at the start: a run stopped before its first checkpoint restarts
         net = build_model(run)
     else:
         loaded = load_preset(preset) if preset else None
         if loaded and model and loaded.model != model:
             raise TnervError(f"preset {preset!r} is for model {loaded.model!r}, not {model!r}")
         name = model or (loaded.model if loaded else DEFAULT_MODEL)
+        if size is not None:
+            check_trainable(name, size)  # before a config is solved for an absurd size
         frames = load_frames(video)
         n, _, h, w = frames.shape
         model_config, geometry = config_for_video(
             name, h, w, n, loaded, model_overrides, size, ablations or ()
         )
         chosen = describe(name, model_config, geometry)
-        if on_config:
+        if on_config and main:
             on_config(chosen)
         train_values = {**model_class(name).train_defaults, **(loaded.train if loaded else {}), **(train_overrides or {})}
         config = TrainConfig.from_dict(train_values)
@@ -166,9 +199,13 @@ def fit_run(
             "compression": compression,
             "chosen": chosen,
         }
+        pick_device(config.device)  # an unusable device leaves nothing behind
+        check_trainable(name, transmitted_size(name, model_config)["total"])
         seed_everything(config.seed)  # the initial weights depend on the seed too
         net = build_model(run)  # before run.json is written: a config that cannot build leaves nothing
-        write_json_atomic(run, out / RUN_FILE)
+        if main:
+            _start_run_dir(out, overwrite)
+            write_json_atomic(run, out / RUN_FILE)
     result = fit(net, frames, config, out, resume=resume, progress=progress, on_epoch_end=on_epoch_end)
     outcome = RunResult(
         run_dir=str(out),
@@ -179,7 +216,8 @@ def fit_run(
         train_seconds=result.history[-1]["seconds"] if result.history else result.seconds,
         chosen=run.get("chosen"),
     )
-    write_json_atomic(outcome.to_dict(), out / RESULT_FILE)
+    if main:
+        write_json_atomic(outcome.to_dict(), out / RESULT_FILE)
     return outcome
 
 

@@ -24,6 +24,7 @@ from tnerv.errors import TnervError
 from tnerv.files import write_with
 from tnerv.metrics import QualityReport, ms_ssim, psnr, ssim
 from tnerv.models.base import VideoINR
+from tnerv.parallel import broadcast_from_main, init_from_environment, local_rank, rank_and_size, shard, sum_over_ranks
 from tnerv.video import pad_frames
 
 CHECKPOINT = "checkpoint.pt"
@@ -266,6 +267,10 @@ def fit(
     training step for step (same seed, same config: same numbers)."""
     config.validate()
     device = pick_device(config.device)
+    if init_from_environment(device.type) and device.type == "cuda":
+        device = torch.device("cuda", local_rank())  # one GPU per process
+    rank, world = rank_and_size()
+    writes = rank == 0  # under torchrun, rank 0 alone writes files and shows progress
     run_dir = Path(run_dir) if run_dir is not None else None
     model.to(device).train()
     frames = VideoFrames(video, device, (model.config.height, model.config.width))
@@ -278,8 +283,9 @@ def fit(
         {"params": g["params"], "lr": config.lr * g.get("lr_scale", 1.0)} for g in model_groups
     ]
     optimizer = torch.optim.Adam(groups, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
-    # Shuffled batches of frame indices, drawn as the reference scripts' DataLoaders draw them.
-    batches = torch.utils.data.DataLoader(range(num_frames), batch_size=config.batch_size, shuffle=True)
+    # Shuffled batches of frame indices, drawn as the reference scripts' DataLoaders draw them. With N
+    # processes (torchrun) a step's global batch is N times the per-process batch_size, split over them.
+    batches = torch.utils.data.DataLoader(range(num_frames), batch_size=config.batch_size * world, shuffle=True)
     steps_per_epoch = len(batches)
     total_steps = config.epochs * steps_per_epoch
 
@@ -297,9 +303,13 @@ def fit(
     model.attach_video(frames)
     start_epoch, history = 0, []
     checkpoint_path = run_dir / CHECKPOINT if run_dir else None
+    if resume and checkpoint_path is not None and not checkpoint_path.exists():
+        # Stopped before its first checkpoint: the run starts over, from the same seed (fit_run seeds
+        # before it builds the model, so the restart is the run that was interrupted).
+        resume = False
     if resume:
-        if checkpoint_path is None or not checkpoint_path.exists():
-            raise TnervError(f"nothing to resume: no {CHECKPOINT} in {run_dir}")
+        if checkpoint_path is None:
+            raise TnervError("nothing to resume: resuming needs the run directory")
         state = torch.load(checkpoint_path, map_location=device, weights_only=False)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -309,8 +319,12 @@ def fit(
     else:
         model.on_fit_start(all_idx, frames)
 
+    # Every rank holds the whole model; DistributedDataParallel averages the ranks' gradients. Buffers
+    # are not broadcast: per-frame state (the frame buffer) is kept consistent by the models themselves.
+    trained = model if world == 1 else torch.nn.parallel.DistributedDataParallel(model, broadcast_buffers=False)
+
     def save_checkpoint(epoch: int) -> None:
-        if checkpoint_path is None:
+        if checkpoint_path is None or not writes:
             return
         state = {
             "model": model.state_dict(),
@@ -324,13 +338,13 @@ def fit(
         atomic_save(state, checkpoint_path)
 
     log = None
-    if run_dir:
+    if run_dir and writes:
         # The log restarts from the checkpoint's history: epochs after the last checkpoint are redone.
         log = open(run_dir / METRICS_LOG, "w")
         log.writelines(json.dumps(entry) + "\n" for entry in history)
     started = time.time()
     bar = tqdm(
-        total=total_steps, initial=start_epoch * steps_per_epoch, disable=not progress, unit="step",
+        total=total_steps, initial=start_epoch * steps_per_epoch, disable=not (progress and writes), unit="step",
         dynamic_ncols=True,
     )
     report = None
@@ -339,19 +353,19 @@ def fit(
             model.on_epoch_start(epoch, config.epochs)
             epoch_loss = 0.0
             for idx in batches:
-                idx = idx.to(device)
+                idx, weight = shard(broadcast_from_main(idx.to(device)))
                 target = frames(idx)
                 with autocast:
-                    outputs = model(idx, target if model.needs_frames else None)
+                    outputs = trained(idx, target if model.needs_frames else None)
                     loss = model.training_loss(outputs, target, loss_fn)
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                (loss * weight).backward()
                 if config.grad_clip:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
                 optimizer.step()
                 scheduler.step()
                 model.after_step(idx, outputs)
-                epoch_loss += loss.item() * len(idx)
+                epoch_loss += sum_over_ranks(loss.detach() * len(idx) * (weight > 0)).item()
                 bar.update(1)
             done = epoch + 1
             entry: dict[str, Any] = {

@@ -214,6 +214,9 @@ class BenchRun:
     progress: bool = True
     log: Callable[[str], None] = print
     records: list[dict[str, Any]] = field(default_factory=list)
+    # (I, N): this process is worker I of N sharing the output folder; it runs units I, I+N, I+2N, ...
+    worker: tuple[int, int] | None = None
+    complete: bool = False  # every unit of the bench has its record (after run)
 
     def check_folder(self) -> None:
         """Writes bench.json, or checks that the folder holds this same bench (a rerun skips finished units)."""
@@ -233,25 +236,35 @@ class BenchRun:
             write_json_atomic(stored, path)
 
     def run(self) -> list[dict[str, Any]]:
-        """Runs every unit not finished yet and returns all the records, finished before or now."""
+        """Runs every unit not finished yet (of this worker's share) and returns all the records found
+        at the end, finished before, now, or by other workers; `complete` says whether that is all."""
         units = plan_units(self.bench, self.protocol, self.videos, self.methods)
         self.check_sizes(units)
         self.check_folder()
-        self.records = []
+        index, count = self.worker or (0, 1)
         for i, unit in enumerate(units, start=1):
-            path = self.out / "results" / unit.video.name / f"{unit.key}.json"
+            path = self._result(unit)
             tag = f"[{i}/{len(units)}] {unit.video.name} {unit.label} {unit.point}".rstrip()
             if path.exists():
                 self.log(f"{tag}: done before, skipped")
-                self.records.append(json.loads(path.read_text()))
                 continue
+            if (i - 1) % count != index:
+                continue  # another worker's unit
             self.log(f"{tag}: running")
             record = self.run_unit(unit)
+            if self.worker:
+                record["worker"] = f"{index}/{count}"
             path.parent.mkdir(parents=True, exist_ok=True)
             write_json_atomic(record, path)
-            self.records.append(record)
             self.log(f"{tag}: {_summary(record)}")
+        # Read back every record: other workers may have finished theirs meanwhile.
+        found = [self._result(unit) for unit in units]
+        self.records = [json.loads(path.read_text()) for path in found if path.exists()]
+        self.complete = len(self.records) == len(units)
         return self.records
+
+    def _result(self, unit: Unit) -> Path:
+        return self.out / "results" / unit.video.name / f"{unit.key}.json"
 
     def check_sizes(self, units: list[Unit]) -> None:
         """Solves every model's size before anything runs, so that a size no model can reach fails
@@ -410,12 +423,14 @@ def _as_numpy(frames: torch.Tensor) -> np.ndarray:
 
 @dataclass
 class BenchOutcome:
-    """A finished bench: its records and the files made from them."""
+    """A bench run: its records and the files made from them (none while other workers' units are
+    unfinished: the last worker to finish, or a rerun, writes them)."""
 
     records: list[dict[str, Any]]
     tables: list[Path]
     plots: list[Path]
-    report: Path
+    report: Path | None
+    complete: bool = True
 
 
 def write_outputs(records: list[dict[str, Any]], out: Path, bench: str) -> tuple[list[Path], list[Path], Path]:
@@ -440,11 +455,19 @@ def run_bench(
     dataset: str = "samples",
     progress: bool = True,
     log: Callable[[str], None] = print,
+    worker: tuple[int, int] | None = None,
 ) -> BenchOutcome:
-    """Runs (or resumes) a bench into `out` and writes its tables, plots and report."""
+    """Runs (or resumes) a bench into `out` and writes its tables, plots and report; with `worker`
+    (I, N), only worker I's share of the units, the outputs once every worker's units are done."""
     if not videos:
         raise TnervError("the bench has no videos to run on")
-    run = BenchRun(bench, dataset, protocol, videos, parse_methods(bench, methods), Path(out), progress, log)
+    if worker is not None and not 0 <= worker[0] < worker[1]:
+        raise TnervError(f"--worker I/N needs 0 <= I < N, got {worker[0]}/{worker[1]}")
+    run = BenchRun(
+        bench, dataset, protocol, videos, parse_methods(bench, methods), Path(out), progress, log, worker=worker
+    )
     records = run.run()
+    if not run.complete:
+        return BenchOutcome(records, [], [], None, complete=False)
     tables, plots, report = write_outputs(records, Path(out), bench)
     return BenchOutcome(records, tables, plots, report)

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from tnerv.errors import TnervError
 from tnerv.models.base import ENCODER, FrameSource
+from tnerv.parallel import gather_rows
 
 ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "silu": nn.SiLU, "leaky_relu": nn.LeakyReLU, "none": nn.Identity}
 
@@ -675,10 +676,12 @@ class FlowGuidedOutput:
             self.frame_buffer[chunk] = self.decode_independent(chunk, None, frames)[0].to(dtype)
 
     def _store(self, frame_idx: Tensor, independent: Tensor) -> None:
-        """Writes a training step's independent frames (detached) into the buffer."""
+        """Writes a training step's independent frames (detached) into the buffer: those of every
+        process's part of the step (torchrun), as one process fitting the whole batch would."""
         if self.aggregator is not None and self.frame_buffer.numel():
             buffer = self.frame_buffer
-            buffer[frame_idx.to(buffer.device)] = independent.detach().to(buffer.dtype)
+            frame_idx, independent = gather_rows(frame_idx.to(buffer.device), independent.detach())
+            buffer[frame_idx] = independent.to(buffer.dtype)
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
         # The buffer is allocated lazily: take the saved one's shape before loading it.
