@@ -296,7 +296,6 @@ def run_case(data: bytes, reference: torch.Tensor, crafted: bool, folder: Path) 
 
 
 def _worker(connection, folder: str) -> None:
-    torch.set_num_threads(1)
     while True:
         job = connection.recv()
         if job is None:
@@ -341,6 +340,17 @@ def fuzz(n: int, seed: int = 0, kinds: tuple[str, ...] = KINDS, timeout: float =
     """Runs n mutants (kinds in turn) and returns {kind: Counter of outcomes}, with the examples of
     bad outcomes (kind, outcome, mutant bytes) under "examples"."""
     rng = random.Random(seed)
+    # One thread here as in the worker: the reference frames and the mutants' are decoded alike (the
+    # thread count can change a kernel's rounding, and so an 8-bit pixel).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _fuzz(n, rng, kinds, timeout, progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fuzz(n: int, rng: random.Random, kinds: tuple[str, ...], timeout: float, progress: bool) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         seeds, foreign = make_seeds(folder)

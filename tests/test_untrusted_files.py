@@ -18,7 +18,7 @@ _spec = importlib.util.spec_from_file_location("fuzz", Path(__file__).parents[1]
 fuzz = sys.modules["fuzz"] = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(fuzz)
 
-PER_KIND = 100
+PER_KIND = 200
 
 
 @pytest.fixture(scope="module")
