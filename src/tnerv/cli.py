@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import subprocess
 import sys
 import time
@@ -292,10 +291,10 @@ def _announce(args: argparse.Namespace) -> Any:
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
-    from tnerv.parallel import is_main_process
+    from tnerv.parallel import is_main_process, launched_by_torchrun
     from tnerv.runs import fit_run
 
-    if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
+    if args.nproc > 1 and not launched_by_torchrun():
         return _launch_torchrun(args.nproc, args.argv)
     result = fit_run(
         _video_spec(args), args.out, model=args.model, preset=args.preset, model_overrides=dict(args.set or []),

@@ -3,7 +3,6 @@ a .tnrv file, decode any frame range from that file alone, and inspect where the
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -22,6 +21,7 @@ from tnerv.files import check_output
 from tnerv.metrics import QualityReport, bits_per_pixel
 from tnerv.models import VideoINR, config_to_dict, load_preset, model_class
 from tnerv.models.auto import DEFAULT_MODEL
+from tnerv.parallel import launched_by_torchrun
 from tnerv.runs import VideoSpec, fit_run, load_frames, load_run, read_run
 from tnerv.train import VideoFrames, evaluate
 from tnerv.video import default_matrix, probe, to_uint8, write_frames, write_mp4
@@ -156,7 +156,7 @@ def encode_video(
 ) -> EncodeResult:
     """Trains a model on a video (in `run_dir`, default PATH.run), writes the .tnrv file and
     measures the quality of what a decoder gets from it."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if launched_by_torchrun():
         raise TnervError("tnerv encode runs in one process; torchrun is for tnerv fit")
     path = check_output(path, (".tnrv",), "a .tnrv file")
     run_dir = Path(run_dir) if run_dir else path.with_name(path.name + ".run")

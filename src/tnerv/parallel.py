@@ -14,9 +14,14 @@ import torch.distributed as dist
 from torch import Tensor
 
 
+def launched_by_torchrun() -> bool:
+    """Whether this process is one of several that torchrun started (WORLD_SIZE above 1)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
 def init_from_environment(device_type: str) -> bool:
     """Joins the process group torchrun describes (once); False when this is a single process."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not dist.is_available():
+    if not launched_by_torchrun() or not dist.is_available():
         return False
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
