@@ -522,7 +522,7 @@ def _add_training_args(p: argparse.ArgumentParser, overwrite_help: str, resume_h
     p.add_argument("--eval-every", type=_positive_int, help="epochs between evaluations and checkpoints")
     p.add_argument("--seed", type=_count_from_zero)
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, ...")
-    p.add_argument("--precision", choices=["fp32", "bf16"])
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp64"], help="fp64: slow, for exact checks")
     p.add_argument("--set", type=_assignment, action="append", metavar="KEY=VALUE", help="override a model config field")
     p.add_argument(
         "--train-set", type=_assignment, action="append", metavar="KEY=VALUE",

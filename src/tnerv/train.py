@@ -24,6 +24,7 @@ from tnerv.errors import TnervError
 from tnerv.files import write_with
 from tnerv.metrics import QualityReport, ms_ssim, psnr, ssim
 from tnerv.models.base import VideoINR
+from tnerv.models.layers import at_least_float32
 from tnerv.parallel import broadcast_from_main, init_from_environment, local_rank, rank_and_size, shard, sum_over_ranks
 from tnerv.video import pad_frames
 
@@ -50,7 +51,7 @@ class TrainConfig:
     eval_batch_size: int = 4
     seed: int = 0  # seeds the initial weights and the frame order: fit_run seeds torch with it before building
     device: str = "auto"  # "auto" = CUDA when present, else the CPU
-    precision: str = "fp32"  # "fp32" or "bf16" (autocast)
+    precision: str = "fp32"  # one of PRECISIONS
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
@@ -74,8 +75,8 @@ class TrainConfig:
                 raise TnervError(f"{name} must be at least 1, got {value}")
         if self.loss not in LOSSES:
             raise TnervError(f"unknown loss {self.loss!r}; available: {', '.join(LOSSES)}")
-        if self.precision not in ("fp32", "bf16"):
-            raise TnervError(f"unknown precision {self.precision!r}; available: fp32, bf16")
+        if self.precision not in PRECISIONS:
+            raise TnervError(f"unknown precision {self.precision!r}; available: {', '.join(PRECISIONS)}")
         if not 0 <= self.warmup < 1 or not 0 <= self.warmup_start <= 1:
             raise TnervError("warmup is a fraction of the iterations in [0, 1), warmup_start a factor in [0, 1]")
         if self.schedule not in SCHEDULES:
@@ -113,9 +114,15 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+# "bf16": bfloat16 autocast (weights and optimiser in float32); "fp64": weights, frames and optimiser
+# in float64, slow, for checks that must not depend on float32 rounding (e.g. that 2 processes give
+# the weights of one: float32 kernels round a batch of 1 differently from a batch of 2).
+PRECISIONS = ("fp32", "bf16", "fp64")
+
+
 def fusion_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """0.7 * L1 + 0.3 * (1 - SSIM), the loss of NeRV, E-NeRV, FFNeRV and T-NeRV."""
-    return 0.7 * F.l1_loss(pred, target) + 0.3 * (1 - ssim(pred.float(), target.float()).mean())
+    return 0.7 * F.l1_loss(pred, target) + 0.3 * (1 - ssim(at_least_float32(pred), at_least_float32(target)).mean())
 
 
 LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
@@ -159,7 +166,14 @@ class VideoFrames:
     With `coded_size`, the frames are padded to it (`pad_frames`) for a model whose strides cannot
     reach the video's size; `size` stays the video's (h, w): quality is measured on those pixels."""
 
-    def __init__(self, frames: torch.Tensor, device: torch.device, coded_size: tuple[int, int] | None = None):
+    def __init__(
+        self,
+        frames: torch.Tensor,
+        device: torch.device,
+        coded_size: tuple[int, int] | None = None,
+        dtype: torch.dtype = torch.float32,
+    ):
+        self.dtype = dtype  # of the frames read
         if frames.dtype != torch.uint8:
             frames = (frames.clamp(0, 1) * 255).round().to(torch.uint8)
         self.size = (frames.shape[-2], frames.shape[-1])
@@ -169,7 +183,7 @@ class VideoFrames:
         return self.data.shape[0]
 
     def __call__(self, frame_idx: torch.Tensor) -> torch.Tensor:
-        return self.data[frame_idx.to(self.data.device)].float() / 255
+        return self.data[frame_idx.to(self.data.device)].to(self.dtype) / 255
 
 
 def atomic_save(obj: Any, path: Path) -> None:
@@ -272,8 +286,11 @@ def fit(
     rank, world = rank_and_size()
     writes = rank == 0  # under torchrun, rank 0 alone writes files and shows progress
     run_dir = Path(run_dir) if run_dir is not None else None
+    dtype = torch.float64 if config.precision == "fp64" else torch.float32
     model.to(device).train()
-    frames = VideoFrames(video, device, (model.config.height, model.config.width))
+    if dtype != torch.float32:
+        model.to(dtype)  # parameters and buffers; a frame buffer is reallocated in its configured dtype
+    frames = VideoFrames(video, device, (model.config.height, model.config.width), dtype)
     num_frames = len(frames)
     if num_frames != model.config.num_frames:
         raise TnervError(f"the model was built for {model.config.num_frames} frames, the video has {num_frames}")

@@ -272,6 +272,11 @@ class TemporalGrid(nn.Module):
         return torch.cat(out, dim=1)
 
 
+def at_least_float32(x: Tensor) -> Tensor:
+    """x in float32 if it is in a narrower type (bf16 autocast, a half-precision buffer); float64 stays."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
 def backward_warp(frames: Tensor, flow: Tensor, padding_mode: str = "border") -> Tensor:
     """Samples `frames` (B, C, H, W) at (x + flow_x, y + flow_y) for every pixel (x, y); `flow`
     (B, 2, H, W) is in pixels. Bilinear, pixel centres at integer coordinates (align_corners)."""
@@ -312,12 +317,12 @@ class FlowAggregator(nn.Module):
     def aggregate(self, neighbours: Tensor, valid: Tensor, head: Tensor) -> Tensor:
         """neighbours (B, K, 3, H, W), valid (B, K) bool, head (B, 3K, h, w) -> A (B, 3, H, W)."""
         b, k, c, h, w = neighbours.shape
-        flows = head[:, : 2 * k].float()
+        flows = at_least_float32(head[:, : 2 * k])
         scale = torch.tensor([w / flows.shape[-1], h / flows.shape[-2]], device=head.device).view(1, 1, 2, 1, 1)
         flows = nn.functional.interpolate(flows, size=(h, w), mode="bilinear", align_corners=False)
         flows = (flows.view(b, k, 2, h, w) * scale).reshape(b * k, 2, h, w)
-        warped = backward_warp(neighbours.reshape(b * k, c, h, w).float(), flows).view(b, k, c, h, w)
-        logits = nn.functional.interpolate(head[:, 2 * k :].float(), size=(h, w), mode="nearest")
+        warped = backward_warp(at_least_float32(neighbours.reshape(b * k, c, h, w)), flows).view(b, k, c, h, w)
+        logits = nn.functional.interpolate(at_least_float32(head[:, 2 * k :]), size=(h, w), mode="nearest")
         mask = valid.view(b, k, 1, 1)
         logits = logits.masked_fill(~mask, torch.finfo(logits.dtype).min)
         weights = torch.softmax(logits, dim=1) * mask  # all-invalid: uniform * 0 = 0
@@ -325,7 +330,7 @@ class FlowAggregator(nn.Module):
 
     @staticmethod
     def blend(independent: Tensor, aggregated: Tensor, logits: Tensor) -> Tensor:
-        p = torch.softmax(logits.float(), dim=1)
+        p = torch.softmax(at_least_float32(logits), dim=1)
         return p[:, :1] * independent + p[:, 1:2] * aggregated
 
     def neighbour_indices(self, frame_idx: Tensor, num_frames: int) -> tuple[Tensor, Tensor]:
@@ -339,7 +344,7 @@ class FlowAggregator(nn.Module):
     ) -> tuple[Tensor, Tensor]:
         """Returns (output, aggregated)."""
         aggregated = self.aggregate(neighbours, valid, head)
-        return self.blend(independent.float(), aggregated, blend_logits), aggregated
+        return self.blend(at_least_float32(independent), aggregated, blend_logits), aggregated
 
 
 # --------------------------------------------------------------------------------------------------
@@ -456,7 +461,9 @@ class GatedFusion(nn.Module):
 # --------------------------------------------------------------------------------------------------
 # Behaviour shared by whole models: mixins placed before VideoINR in a model's bases.
 
-BUFFER_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+BUFFER_DTYPES = {
+    "float64": torch.float64, "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16
+}
 # Frames per batch when a model encodes or decodes on its own (embeddings, the training buffer).
 INTERNAL_BATCH = 8
 
@@ -543,7 +550,8 @@ class EncodedEmbeddings:
             todo = ((chunk, source(chunk)) for chunk in torch.unique(idx[stale]).split(INTERNAL_BATCH))
         with torch.no_grad():
             for chunk, chunk_frames in todo:
-                values = self.compute_embeddings(chunk, chunk_frames.to(fresh.device, torch.float32), source)
+                dtype = next(self.parameters()).dtype  # the encoder's: float32, or float64 in an fp64 fit
+                values = self.compute_embeddings(chunk, chunk_frames.to(fresh.device, dtype), source)
                 for name, value in values.items():
                     store = getattr(self, name)
                     store[chunk] = value.to(store.dtype)
@@ -684,10 +692,11 @@ class FlowGuidedOutput:
             buffer[frame_idx] = independent.to(buffer.dtype)
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
-        # The buffer is allocated lazily: take the saved one's shape before loading it.
+        # The buffer is allocated lazily: take the saved one's shape (in the configured dtype) before loading it.
         saved = state_dict.get(prefix + "frame_buffer")
         if saved is not None and saved.shape != self.frame_buffer.shape:
-            self.frame_buffer = torch.empty(saved.shape, dtype=self.frame_buffer.dtype, device=self.frame_buffer.device)
+            dtype = BUFFER_DTYPES[self.config.buffer_dtype]
+            self.frame_buffer = torch.empty(saved.shape, dtype=dtype, device=self.frame_buffer.device)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @torch.no_grad()
