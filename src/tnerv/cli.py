@@ -276,6 +276,7 @@ def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
     train = {k: v for k, v in {
         "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "eval_every": args.eval_every,
         "seed": args.seed, "device": args.device, "precision": args.precision, "loss": args.loss,
+        "channels_last": args.channels_last or None,
     }.items() if v is not None}
     train.update(args.train_set or [])
     if "eval_every" in train:
@@ -354,11 +355,11 @@ def cmd_decode(args: argparse.Namespace) -> int:
 
     result = decode_file(
         args.file, args.output, args.frames, overwrite=args.overwrite, batch_size=args.batch_size,
-        max_memory=args.max_memory,
+        max_memory=args.max_memory, precision=args.precision,
     )
     text = (
         f"decoded frames {result.first_frame}:{result.first_frame + result.num_frames} to {result.output} "
-        f"in {result.seconds:.2f} s ({result.fps:.1f} frames per second)"
+        f"in {result.seconds:.2f} s ({result.fps:.1f} frames per second; {result.path['reason']})"
     )
     _print(result.to_dict(), args.json, text)
     return 0
@@ -522,7 +523,11 @@ def _add_training_args(p: argparse.ArgumentParser, overwrite_help: str, resume_h
     p.add_argument("--eval-every", type=_positive_int, help="epochs between evaluations and checkpoints")
     p.add_argument("--seed", type=_count_from_zero)
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, ...")
-    p.add_argument("--precision", choices=["fp32", "bf16", "fp64"], help="fp64: slow, for exact checks")
+    p.add_argument(
+        "--precision", choices=["fp32", "bf16", "fp64"],
+        help="bf16: autocast, fast where the hardware has bf16 (GPU, AVX-512-BF16, AMX); fp64: slow, for exact checks",
+    )
+    p.add_argument("--channels-last", action="store_true", help="NHWC convolutions: same arithmetic, usually faster")
     p.add_argument("--set", type=_assignment, action="append", metavar="KEY=VALUE", help="override a model config field")
     p.add_argument(
         "--train-set", type=_assignment, action="append", metavar="KEY=VALUE",
@@ -600,6 +605,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="an .mp4 file, or a folder for PNG frames")
     p.add_argument("--frames", metavar="A:B", help="decode frames A to B-1 only")
     p.add_argument("--batch-size", type=_positive_int, default=4)
+    p.add_argument(
+        "--precision", choices=["auto", "fp32", "bf16"], default="auto",
+        help="auto (default): bf16 where the hardware has it and its frames stay within 0.05 dB of fp32's",
+    )
     p.add_argument(
         "--max-memory", type=_memory, metavar="SIZE",
         help="refuse a file whose decoding needs more memory than this, e.g. 8G (default: this machine's memory)",

@@ -220,6 +220,10 @@ class AdaIN(nn.Module):
     def forward(self, x: Tensor, cond: Tensor) -> Tensor:
         gamma, beta = self.act(self.affine(cond))[:, :, None, None].chunk(2, dim=1)
         x = nn.functional.instance_norm(x, eps=self.eps)
+        if x.requires_grad:
+            # torch 2.13 (CPU): instance_norm's backward returns a wrong input gradient when the gradient
+            # reaching it is channels_last (a channels_last model): it gets that gradient in NCHW.
+            x.register_hook(lambda grad: grad.contiguous())
         return x * (self.scale_offset + gamma) + beta
 
 
