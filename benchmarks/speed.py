@@ -3,6 +3,7 @@
     python benchmarks/speed.py                       # NeRV, HNeRV, FFNeRV, T-NeRV: 5 epochs per path
     python benchmarks/speed.py --models hnerv --epochs 10
     python benchmarks/speed.py --epochs 1 --passes 1 # a quick check that everything runs
+    python benchmarks/speed.py --scale paper --frames 16 --epochs 20   # on a GPU: the paper presets
 
 Configs: the parity protocol (benchmarks/parity.py): NeRV, HNeRV and FFNeRV at their reference-exact
 presets (`<model>-ref-cpu`, about 0.35M, 64 frames of bikes), T-NeRV by tnerv's own rule for that video
@@ -13,6 +14,8 @@ frames, the median of `--passes` passes over every frame; its PSNR is that of th
 GFLOP/frame is counted with torch.utils.flop_counter over one decoding pass; the matmul peak is a
 2048x2048 product measured in the same run. The fast path is channels_last, with bf16 autocast where
 the device computes bf16 natively (tnerv.models.execution); on other CPUs bf16 is emulated and slower.
+`--scale paper` (for a GPU) takes the paper presets instead (NeRV/FFNeRV/T-NeRV 720p, HNeRV 960p) on
+`--frames` frames of bikes scaled up to their size, and adds each path's peak GPU memory.
 
 The official figures (`OFFICIAL` in parity.py) were measured on the machine kind of issue 14 (AVX-512
 with bf16, 206 GFLOP/s fp32 matmul on 2 cores); on another machine compare each path with the fp32
@@ -23,6 +26,7 @@ MALLOC_TRIM_THRESHOLD_=1073741824)."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import time
@@ -42,11 +46,16 @@ from tnerv.video import sample
 MODELS = ["nerv", "hnerv", "ffnerv", "tnerv"]
 OFFICIAL_MACHINE_FP32_GFLOPS = 206  # the 2048x2048 fp32 matmul of the machine the official figures come from
 SEED = 1  # the official scripts' default
+PAPER_PRESETS = {"nerv": "nerv-12.5m-720p", "hnerv": "hnerv-3.0m-960p", "ffnerv": "ffnerv-12.4m-720p",
+                 "tnerv": "tnerv-12.4m-720p"}
 
 
-def setup(name: str) -> tuple[torch.nn.Module, dict, torch.Tensor]:
-    """The model's config, recipe and frames under the parity protocol."""
-    if name == "tnerv":
+def setup(name: str, scale: str = "parity", frames: int = 16) -> tuple[torch.nn.Module, dict, torch.Tensor]:
+    """The model's config, recipe and frames: the parity protocol, or a paper preset on `frames` frames."""
+    if scale == "paper":
+        preset = load_preset(PAPER_PRESETS[name])
+        config, recipe = dataclasses.replace(preset.config(), num_frames=frames), dict(preset.train)
+    elif name == "tnerv":
         config, _ = auto_config("tnerv", 128, 256, 64, 350_000)
         recipe = {"epochs": 60, "batch_size": 1}
     else:
@@ -118,15 +127,19 @@ def flops_per_frame(decoder) -> float:
     return counter.get_total_flops() / len(idx)
 
 
-def measure(name: str, epochs: int, passes: int, fast: ExecutionPath, device: str) -> dict:
-    config, recipe, video = setup(name)
+def measure(name: str, epochs: int, passes: int, fast: ExecutionPath, device: str, scale: str, frames: int) -> dict:
+    config, recipe, video = setup(name, scale, frames)
     target = video.float() / 255
     row = {"model": name, "frames": f"{len(video)} of {config.height}x{config.width}", "epochs": epochs}
     fitted = None
     for label, path in (("fp32", FP32), ("fast", fast)):
+        if device.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats()
         model, row[f"train_s_{label}"], row[f"train_psnr_{label}"] = train(name, config, recipe, video, epochs, path, device)
+        if device.startswith("cuda"):
+            row[f"peak_memory_gib_{label}"] = torch.cuda.max_memory_allocated() / 2**30
         fitted = fitted or model
-        print(f"  {name} {label} ({path.describe()}): {row[f'train_s_{label}']:.2f} s/epoch, "
+        print(f"  {name} {label} ({path.describe()}, {row['frames']}): {row[f'train_s_{label}']:.2f} s/epoch, "
               f"{row[f'train_psnr_{label}']:.2f} dB after {epochs} epochs", flush=True)
     row["parameters"] = fitted.parameter_counts()["transmitted"]
     state = fitted.transmitted_state()
@@ -145,6 +158,8 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=MODELS, choices=MODELS)
     parser.add_argument("--epochs", type=int, default=5, help="epochs per training path (default 5)")
     parser.add_argument("--passes", type=int, default=3, help="timed decoding passes (default 3)")
+    parser.add_argument("--scale", choices=["parity", "paper"], default="parity")
+    parser.add_argument("--frames", type=int, default=16, help="frames at --scale paper (default 16)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", action="store_true")
@@ -160,7 +175,7 @@ def main() -> None:
     print(f"{device.type} ({capability}), {torch.get_num_threads()} threads; native bf16: {'yes' if bf16 else 'no'}; "
           f"fast path: {fast.describe()}; matmul peak: "
           + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peak.items()), flush=True)
-    rows = [measure(name, args.epochs, args.passes, fast, str(device)) for name in args.models]
+    rows = [measure(name, args.epochs, args.passes, fast, str(device), args.scale, args.frames) for name in args.models]
     if args.json:
         print(json.dumps({"device": str(device), "capability": capability, "fast_path": fast.to_dict(), "peak_gflops": peak,
                           "official": OFFICIAL, "results": rows}, indent=2))
@@ -186,6 +201,8 @@ def main() -> None:
             f"{_fmt(off_dec, '8.1f')} {_fmt(off_dec and r['decode_fps_fast'] / off_dec, '4.2f')}x | "
             f"{r['decode_psnr_fp32']:>6.2f} {r['decode_psnr_fast']:>6.2f} {r['decode_psnr_fast'] - r['decode_psnr_fp32']:>+6.2f} | "
             f"{gflops:>6.0f} ({100 * gflops / fast_peak:>3.0f}%)"
+            + (f" | peak GPU memory {r['peak_memory_gib_fp32']:.1f} / {r['peak_memory_gib_fast']:.1f} GiB"
+               if "peak_memory_gib_fp32" in r else "")
         )
 
 

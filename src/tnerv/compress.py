@@ -295,7 +295,7 @@ def decode_file(
     header, _ = read_file(path)
     check_header(header, str(path))
     first, end = parse_range(frame_range, header["video"]["num_frames"])
-    execution, choice = choose_decode_path(path, first, end, batch_size, precision)
+    execution, choice = choose_decode_path(path, header["video"]["num_frames"], batch_size, precision)
     frames, seconds, fps = decode_frames(path, first, end, batch_size, max_memory=max_memory, execution=execution)
     pixels = to_uint8(frames)
     if output.suffix.lower() == ".mp4":
@@ -306,24 +306,25 @@ def decode_file(
 
 
 # A bf16 decode is used only if its 8-bit frames come this close to the fp32 decode's (PSNR between the
-# two) on the first batch. With errors independent of the fp32 decode's own, the loss is
+# two) on the video's first batch. With errors independent of the fp32 decode's own, the loss is
 # 10 log10(1 + 10^((P - D) / 10)) dB for a decode of PSNR P: at D = 60 dB, at most 0.05 dB for P <= 40.6 dB.
 BF16_MIN_AGREEMENT_DB = 60.0
 
 
 def choose_decode_path(
-    path: str | Path, first: int, end: int, batch_size: int, precision: str = "auto"
+    path: str | Path, num_frames: int, batch_size: int, precision: str = "auto"
 ) -> tuple[ExecutionPath, dict[str, Any]]:
-    """The fastest execution path for decoding frames [first, end) that keeps the 8-bit frames within
-    0.05 dB of the fp32 decode, with the record of the choice for the decode report."""
+    """The fastest execution path for decoding the file that keeps the 8-bit frames within 0.05 dB of
+    the fp32 decode, with the record of the choice for the decode report. The choice depends on the
+    file and the machine only, not on the frames asked for: a range decodes as the whole video does."""
     candidates = candidate_paths(torch.device("cpu"), precision)
     if candidates[0].precision == "fp32":
         reason = "fp32 asked" if precision == "fp32" else "fp32: this device has no native bf16"
         return candidates[0], {**candidates[0].to_dict(), "reason": reason}
-    # bf16 is checked against fp32 on the first batch of the range before it is trusted with the rest.
-    probe_end = min(end, first + batch_size)
-    reference = decode_frames(path, first, probe_end, batch_size, execution=candidates[-1])[0]
-    trial = decode_frames(path, first, probe_end, batch_size, execution=candidates[0])[0]
+    # bf16 is checked against fp32 on the video's first batch before it is trusted with any frame.
+    probe_end = min(num_frames, batch_size)
+    reference = decode_frames(path, 0, probe_end, batch_size, execution=candidates[-1])[0]
+    trial = decode_frames(path, 0, probe_end, batch_size, execution=candidates[0])[0]
     eight_bit = lambda x: x.clamp(0, 1).mul(255).round().div(255)  # noqa: E731 - as the frames are written
     agreement = min(psnr(eight_bit(trial), eight_bit(reference)).mean().item(), 100.0)  # 100: identical
     chosen = candidates[0] if agreement >= BF16_MIN_AGREEMENT_DB else candidates[-1]
