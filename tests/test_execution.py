@@ -3,6 +3,7 @@ and the decoder records which path it chose."""
 
 import copy
 import json
+import warnings
 
 import pytest
 import torch
@@ -13,7 +14,7 @@ from tnerv.models import create_model, list_models
 from tnerv.models.auto import auto_config
 from tnerv.models.execution import FP32, ExecutionPath, candidate_paths
 from tnerv.models.layers import AdaIN
-from tnerv.train import LOSSES
+from tnerv.train import LOSSES, TrainConfig, fit
 from tnerv.video import sample
 
 CHANNELS_LAST = ExecutionPath("fp32", channels_last=True)
@@ -129,3 +130,17 @@ def test_bf16_training_forward_stays_close_to_fp32(name, tiny_clip):
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled):
             outputs.append(model(idx, frames[idx] if model.needs_frames else None)["output"].float())
     assert not torch.equal(outputs[1], outputs[0]) and (outputs[1] - outputs[0]).abs().max() < 0.02
+
+
+def test_bf16_training_warns_where_it_is_emulated(monkeypatch, tiny_clip):
+    import tnerv.train
+
+    config, _ = auto_config("nerv", 32, 64, 8)
+    recipe = TrainConfig(epochs=1, batch_size=8, precision="bf16", device="cpu", eval_every=1)
+    monkeypatch.setattr(tnerv.train, "native_bf16", lambda device: False)
+    with pytest.warns(UserWarning, match="bf16 is emulated on this cpu"):
+        fit(create_model("nerv", config), tiny_clip, recipe, progress=False)
+    monkeypatch.setattr(tnerv.train, "native_bf16", lambda device: True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        fit(create_model("nerv", config), tiny_clip, recipe, progress=False)

@@ -10,6 +10,7 @@ import os
 import random
 import time
 import typing
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ from tnerv.errors import TnervError
 from tnerv.files import write_with
 from tnerv.metrics import QualityReport, ms_ssim, psnr, ssim
 from tnerv.models.base import VideoINR
+from tnerv.models.execution import native_bf16
 from tnerv.models.layers import at_least_float32
 from tnerv.parallel import broadcast_from_main, init_from_environment, local_rank, rank_and_size, shard, sum_over_ranks
 from tnerv.video import pad_frames
@@ -286,6 +288,11 @@ def fit(
         device = torch.device("cuda", local_rank())  # one GPU per process
     rank, world = rank_and_size()
     writes = rank == 0  # under torchrun, rank 0 alone writes files and shows progress
+    if config.precision == "bf16" and not native_bf16(device) and writes:
+        warnings.warn(
+            f"bf16 is emulated on this {device.type} (no bf16 units: AVX-512-BF16, AMX or a bf16 GPU): "
+            "it trains several times slower than fp32", stacklevel=2,
+        )
     run_dir = Path(run_dir) if run_dir is not None else None
     dtype = torch.float64 if config.precision == "fp64" else torch.float32
     model.to(device).train()
