@@ -27,6 +27,7 @@ import torch
 
 from tnerv.metrics import psnr
 from tnerv.models import create_model, load_preset
+from tnerv.models.execution import FP32, ExecutionPath
 from tnerv.runs import VideoSpec, load_frames
 from tnerv.train import TrainConfig, fit, seed_everything
 from tnerv.video import sample
@@ -43,19 +44,27 @@ TOLERANCE_DB = 0.3
 
 
 @torch.no_grad()
-def decode_fps(decoder: torch.nn.Module, warmup: int = 10, passes: int = 5) -> float:
-    """Frames per second of a decoder, batch 1: the median of `passes` timed passes over every frame."""
-    n = decoder.config.num_frames
-    idx = torch.arange(n)
-    for _ in decoder.reconstruct(idx[:warmup], None, 1):
-        pass
+def decode_fps(decoder: torch.nn.Module, warmup: int = 10, passes: int = 5, execution: ExecutionPath = FP32) -> float:
+    """Frames per second of a decoder on an execution path, batch 1: the median of `passes` timed
+    passes over every frame."""
+    execution.apply(decoder)
+    device = next(decoder.parameters()).device
+    idx = torch.arange(decoder.config.num_frames, device=device)
+
+    def one_pass(frames: torch.Tensor) -> None:
+        with execution.autocast(device):
+            for _ in decoder.reconstruct(frames, None, 1):
+                pass
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    one_pass(idx[:warmup])
     times = []
     for _ in range(passes):
         start = time.perf_counter()
-        for _ in decoder.reconstruct(idx, None, 1):
-            pass
+        one_pass(idx)
         times.append(time.perf_counter() - start)
-    return n / statistics.median(times)
+    return len(idx) / statistics.median(times)
 
 
 def measure(name: str, epochs: int | None, seed: int) -> dict:

@@ -32,7 +32,7 @@ import statistics
 import time
 
 import torch
-from parity import OFFICIAL  # the official code's figures, measured with the same protocol
+from parity import OFFICIAL, decode_fps  # the official code's figures and timing, same protocol
 from torch.utils.flop_counter import FlopCounterMode
 
 from tnerv.metrics import psnr
@@ -96,25 +96,13 @@ def train(name: str, config, recipe: dict, video: torch.Tensor, epochs: int, pat
 
 
 @torch.no_grad()
-def decode(decoder, path: ExecutionPath, passes: int, warmup: int = 10) -> tuple[torch.Tensor, float]:
-    """Every frame decoded on a path (batch 1), and the median fps over `passes` passes."""
-    path.apply(decoder)
-    device = next(decoder.parameters()).device
-    idx = torch.arange(decoder.config.num_frames, device=device)
-
-    def one_pass(frames: torch.Tensor) -> torch.Tensor:
-        with path.autocast(device):
-            out = torch.cat([o.float() for _, o in decoder.reconstruct(frames, None, 1)])
-        sync(device)
-        return out
-
-    one_pass(idx[:warmup])
-    times, out = [], None
-    for _ in range(passes):
-        start = time.perf_counter()
-        out = one_pass(idx)
-        times.append(time.perf_counter() - start)
-    return out, len(idx) / statistics.median(times)
+def decode(decoder, path: ExecutionPath, passes: int) -> tuple[torch.Tensor, float]:
+    """Every frame decoded on a path (batch 1), and the median fps over `passes` passes (parity's timing)."""
+    fps = decode_fps(decoder, passes=passes, execution=path)
+    idx = torch.arange(decoder.config.num_frames, device=next(decoder.parameters()).device)
+    with path.autocast(idx.device):
+        out = torch.cat([o.float() for _, o in decoder.reconstruct(idx, None, 1)])
+    return out, fps
 
 
 @torch.no_grad()

@@ -252,12 +252,26 @@ def decode_frames(
     execution: ExecutionPath = FP32,
 ) -> tuple[torch.Tensor, float, float]:
     """Frames [first, end) of a file (N, 3, H, W) in [0, 1], with the decoding time (building the
-    decoder included) and the video's fps; `execution` is the path the decoder runs (fp32 by default).
+    decoder included) and the video's fps; `execution` is the path the decoder runs (fp32 by default)."""
+    started = time.time()
+    decoder, header = decoder_from_file(path, device, max_memory, num_decoded=end - first)
+    frames = decode_range(decoder, header, first, end, batch_size, execution, str(path))
+    return frames, time.time() - started, header["video"]["fps"]
+
+
+def decode_range(
+    decoder: VideoINR,
+    header: dict[str, Any],
+    first: int,
+    end: int,
+    batch_size: int,
+    execution: ExecutionPath = FP32,
+    source: str = "file",
+) -> torch.Tensor:
+    """Frames [first, end) (N, 3, H, W) in [0, 1] of a decoder rebuilt from a file with `header`.
 
     Batches are aligned to multiples of `batch_size` in the whole video, so that a range decodes
     to bit-identical frames as the whole video (kernels may round differently per batch shape)."""
-    started = time.time()
-    decoder, header = decoder_from_file(path, device, max_memory, num_decoded=end - first)
     execution.apply(decoder)
     aligned_first = first // batch_size * batch_size
     aligned_end = min(-(-end // batch_size) * batch_size, header["video"]["num_frames"])
@@ -272,9 +286,8 @@ def decode_frames(
                 frames.append(out[..., :h, :w].float().cpu())
     except (RuntimeError, ValueError, IndexError) as exc:
         # The header passed every check, yet its model does not run: a file no tnerv writes.
-        raise BitstreamError(f"{path}: its model does not decode: {exc}") from None
-    decoded = torch.cat(frames)
-    return decoded[first - aligned_first : end - aligned_first], time.time() - started, header["video"]["fps"]
+        raise BitstreamError(f"{source}: its model does not decode: {exc}") from None
+    return torch.cat(frames)[first - aligned_first : end - aligned_first]
 
 
 def decode_file(
@@ -295,11 +308,17 @@ def decode_file(
     header, _ = read_file(path)
     check_header(header, str(path))
     first, end = parse_range(frame_range, header["video"]["num_frames"])
-    execution, choice = choose_decode_path(path, header["video"]["num_frames"], batch_size, precision)
-    frames, seconds, fps = decode_frames(path, first, end, batch_size, max_memory=max_memory, execution=execution)
+    started = time.time()
+    decoder, header = decoder_from_file(path, "cpu", max_memory, num_decoded=end - first)
+    built = time.time() - started
+    # The decoder is built once; choosing its path (a bf16 trial) is not counted in the decoding time.
+    execution, choice = choose_decode_path(decoder, header, batch_size, precision, str(path))
+    started = time.time()
+    frames = decode_range(decoder, header, first, end, batch_size, execution, str(path))
+    seconds = built + time.time() - started
     pixels = to_uint8(frames)
     if output.suffix.lower() == ".mp4":
-        write_mp4(pixels, output, fps)
+        write_mp4(pixels, output, header["video"]["fps"])
     else:
         write_frames(pixels, output)
     return DecodeResult(str(output), first, end - first, seconds, (end - first) / seconds, choice)
@@ -312,19 +331,19 @@ BF16_MIN_AGREEMENT_DB = 60.0
 
 
 def choose_decode_path(
-    path: str | Path, num_frames: int, batch_size: int, precision: str = "auto"
+    decoder: VideoINR, header: dict[str, Any], batch_size: int, precision: str = "auto", source: str = "file"
 ) -> tuple[ExecutionPath, dict[str, Any]]:
-    """The fastest execution path for decoding the file that keeps the 8-bit frames within 0.05 dB of
-    the fp32 decode, with the record of the choice for the decode report. The choice depends on the
-    file and the machine only, not on the frames asked for: a range decodes as the whole video does."""
+    """The fastest execution path for a decoder rebuilt from a file that keeps the 8-bit frames within
+    0.05 dB of the fp32 decode, with the record of the choice for the decode report. The choice depends
+    on the file and the machine only, not on the frames asked for: a range decodes as the whole video does."""
     candidates = candidate_paths(torch.device("cpu"), precision)
     if candidates[0].precision == "fp32":
         reason = "fp32 asked" if precision == "fp32" else "fp32: this device has no native bf16"
         return candidates[0], {**candidates[0].to_dict(), "reason": reason}
     # bf16 is checked against fp32 on the video's first batch before it is trusted with any frame.
-    probe_end = min(num_frames, batch_size)
-    reference = decode_frames(path, 0, probe_end, batch_size, execution=candidates[-1])[0]
-    trial = decode_frames(path, 0, probe_end, batch_size, execution=candidates[0])[0]
+    probe_end = min(header["video"]["num_frames"], batch_size)
+    reference = decode_range(decoder, header, 0, probe_end, batch_size, candidates[-1], source)
+    trial = decode_range(decoder, header, 0, probe_end, batch_size, candidates[0], source)
     eight_bit = lambda x: x.clamp(0, 1).mul(255).round().div(255)  # noqa: E731 - as the frames are written
     agreement = min(psnr(eight_bit(trial), eight_bit(reference)).mean().item(), 100.0)  # 100: identical
     chosen = candidates[0] if agreement >= BF16_MIN_AGREEMENT_DB else candidates[-1]

@@ -25,7 +25,7 @@ from tnerv.errors import TnervError
 from tnerv.files import write_with
 from tnerv.metrics import QualityReport, ms_ssim, psnr, ssim
 from tnerv.models.base import VideoINR
-from tnerv.models.execution import native_bf16
+from tnerv.models.execution import ExecutionPath, native_bf16
 from tnerv.models.layers import at_least_float32
 from tnerv.parallel import broadcast_from_main, init_from_environment, local_rank, rank_and_size, shard, sum_over_ranks
 from tnerv.video import pad_frames
@@ -295,9 +295,10 @@ def fit(
         )
     run_dir = Path(run_dir) if run_dir is not None else None
     dtype = torch.float64 if config.precision == "fp64" else torch.float32
-    model.to(device).train()
-    if config.channels_last:
-        model.to(memory_format=torch.channels_last)
+    # bf16 autocast and the memory layout: the decoder's execution paths (fp64 is a dtype, below).
+    execution = ExecutionPath("bf16" if config.precision == "bf16" else "fp32", config.channels_last)
+    execution.apply(model.to(device).train())
+    autocast = execution.autocast(device)
     if dtype != torch.float32:
         model.to(dtype)  # parameters and buffers; a frame buffer is reallocated in its configured dtype
     frames = VideoFrames(video, device, (model.config.height, model.config.width), dtype)
@@ -324,7 +325,6 @@ def fit(
         optimizer, [schedule if g.get("scheduled", True) else (lambda it: 1.0) for g in model_groups]
     )
     loss_fn = LOSSES[config.loss]
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16")
     all_idx = torch.arange(num_frames, device=device)
 
     model.attach_video(frames)
