@@ -12,8 +12,10 @@ epochs: s/epoch is the median over the epochs (the last, which evaluates, left o
 Decoding: the decoder rebuilt from the fp32 fit's transmitted state, batch 1, eval, no_grad, 10 warm-up
 frames, the median of `--passes` passes over every frame; its PSNR is that of the 8-bit frames.
 GFLOP/frame is counted with torch.utils.flop_counter over one decoding pass; the matmul peak is a
-2048x2048 product measured in the same run. The fast path is channels_last, with bf16 autocast where
-the device computes bf16 natively (tnerv.models.execution); on other CPUs bf16 is emulated and slower.
+2048x2048 product measured in the same run. The fast path is the decoder's first choice
+(tnerv.models.execution.candidate_paths): bf16 autocast with channels_last where the device computes bf16
+natively, else on a CPU NNPACK's Winograd/FFT convolutions in float32 (its GFLOP/s are those of the
+direct convolutions it replaces: it does fewer multiplications). On other CPUs bf16 is emulated and slower.
 `--scale paper` (for a GPU) takes the paper presets instead (NeRV/FFNeRV/T-NeRV 720p, HNeRV 960p) on
 `--frames` frames of bikes scaled up to their size, and adds each path's peak GPU memory.
 
@@ -28,20 +30,25 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import statistics
 import time
 
-import torch
-from parity import OFFICIAL, decode_fps  # the official code's figures and timing, same protocol
-from torch.utils.flop_counter import FlopCounterMode
+# As `tnerv decode` does (cli._passive_openmp): idle OpenMP threads sleep rather than spin, so that
+# NNPACK's own threads get the cores. Set before torch loads OpenMP; a value the user set is kept.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from tnerv.metrics import psnr
-from tnerv.models import create_model, load_preset
-from tnerv.models.auto import auto_config
-from tnerv.models.execution import FP32, ExecutionPath, native_bf16
-from tnerv.runs import VideoSpec, load_frames
-from tnerv.train import TrainConfig, fit, pick_device, seed_everything
-from tnerv.video import sample
+import torch  # noqa: E402
+from parity import OFFICIAL, decode_fps  # noqa: E402 - the official code's figures and timing, same protocol
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+
+from tnerv.metrics import psnr  # noqa: E402
+from tnerv.models import create_model, load_preset  # noqa: E402
+from tnerv.models.auto import auto_config  # noqa: E402
+from tnerv.models.execution import FP32, ExecutionPath, candidate_paths, native_bf16  # noqa: E402
+from tnerv.runs import VideoSpec, load_frames  # noqa: E402
+from tnerv.train import TrainConfig, fit, pick_device, seed_everything  # noqa: E402
+from tnerv.video import sample  # noqa: E402
 
 MODELS = ["nerv", "hnerv", "ffnerv", "tnerv"]
 OFFICIAL_MACHINE_FP32_GFLOPS = 206  # the 2048x2048 fp32 matmul of the machine the official figures come from
@@ -85,7 +92,7 @@ def sync(device: torch.device) -> None:
 def train(name: str, config, recipe: dict, video: torch.Tensor, epochs: int, path: ExecutionPath, device: str):
     """Fits the model on one path; returns (model, median s/epoch, PSNR)."""
     overrides = {"epochs": epochs, "seed": SEED, "device": device, "eval_every": epochs, "checkpoint_every": epochs,
-                 "precision": path.precision, "channels_last": path.channels_last}
+                 "precision": path.precision, "channels_last": path.channels_last, "nnpack": path.nnpack}
     config_train = TrainConfig.from_dict({**recipe, **overrides})
     seed_everything(SEED)
     model = create_model(name, config)
@@ -155,7 +162,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     device = pick_device(args.device)
     bf16 = native_bf16(device)
-    fast = ExecutionPath("bf16" if bf16 else "fp32", channels_last=True)
+    fast = candidate_paths(device, "auto")[0]  # the decoder's first choice: bf16, else NNPACK on a CPU
     peak = {"fp32": matmul_gflops(torch.float32, device)}
     if bf16:
         peak["bf16"] = matmul_gflops(torch.bfloat16, device)

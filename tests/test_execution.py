@@ -1,5 +1,5 @@
-"""The fast execution paths: channels_last computes what NCHW computes, bf16 stays close to fp32,
-and the decoder records which path it chose."""
+"""The fast execution paths: channels_last computes what NCHW computes, bf16 and NNPACK stay close to
+fp32, and the decoder records which path it chose."""
 
 import copy
 import json
@@ -9,10 +9,12 @@ import pytest
 import torch
 
 from tnerv.cli import main
-from tnerv.compress import BF16_MIN_AGREEMENT_DB, decode_file, decode_frames
+from tnerv.compress import MIN_AGREEMENT_DB, decode_file, decode_frames
 from tnerv.models import create_model, list_models
 from tnerv.models.auto import auto_config
-from tnerv.models.execution import FP32, ExecutionPath, candidate_paths
+from tnerv.models.execution import FP32, NNPACK, ExecutionPath, candidate_paths
+from tnerv.models.nnpack import NNPACKConv2d
+from tnerv.models.nnpack import available as nnpack_available
 from tnerv.models.layers import AdaIN
 from tnerv.train import LOSSES, TrainConfig, fit
 from tnerv.video import sample
@@ -85,14 +87,53 @@ def test_fast_decode_paths_stay_close_to_fp32(tiny_file):
 
 def test_decode_records_its_path_and_never_trades_more_than_the_bound(tiny_file, tmp_path):
     asked = decode_file(tiny_file, tmp_path / "fp32", precision="fp32")
-    assert asked.path == {"precision": "fp32", "channels_last": True, "reason": "fp32 asked"}
+    assert asked.path == {"precision": "fp32", "channels_last": True, "nnpack": False, "reason": "fp32 asked"}
     tried = decode_file(tiny_file, tmp_path / "bf16", precision="bf16")
-    agreement = tried.path["bf16_agreement_db"]
-    assert tried.path["precision"] == ("bf16" if agreement >= BF16_MIN_AGREEMENT_DB else "fp32")
+    agreement = tried.path["agreement_db"]["bf16, channels_last"]
+    assert tried.path["precision"] == ("bf16" if agreement >= MIN_AGREEMENT_DB else "fp32")
     assert f"{agreement:.1f} dB from fp32's" in tried.path["reason"]
     if tried.path["precision"] == "fp32":  # refused: the frames are the fp32 path's, exactly
         for a, b in zip(sorted((tmp_path / "fp32").iterdir()), sorted((tmp_path / "bf16").iterdir())):
             assert a.read_bytes() == b.read_bytes()
+
+
+needs_nnpack = pytest.mark.skipif(not nnpack_available(), reason="this torch build has no NNPACK")
+
+
+@needs_nnpack
+@pytest.mark.parametrize("name", ["nerv", "hnerv", "ffnerv", "tnerv"])
+def test_a_training_step_on_nnpack_gives_the_gradients_of_fp32(name, tiny_clip):
+    # At 64x128 the models' last blocks have 2048 and more output pixels, so NNPACK runs there. Its
+    # convolutions round within ~1e-5 of the output's scale (tests/test_nnpack.py); through the other
+    # layers and the loss that stays far below 1e-3 of each gradient's scale, while a wrong kernel or a
+    # swapped gradient gives errors of that scale itself.
+    config, _ = auto_config(name, 64, 128, 8)
+    torch.manual_seed(0)
+    plain = create_model(name, config)
+    fast = NNPACK.apply(copy.deepcopy(plain))
+    assert any(type(m) is NNPACKConv2d for m in fast.modules())
+    frames = torch.nn.functional.interpolate(tiny_clip.float() / 255, size=(64, 128), mode="bilinear")
+    expected, got = one_step_gradients(plain, frames), one_step_gradients(fast, frames)
+    assert expected.keys() == got.keys() and len(expected) > 0
+    assert not all(torch.equal(got[k], expected[k]) for k in expected)  # NNPACK's roundings are there
+    for key in expected:
+        scale = expected[key].abs().max().item()
+        torch.testing.assert_close(got[key], expected[key], rtol=0, atol=1e-3 * scale + 1e-12, msg=key)
+
+
+@needs_nnpack
+def test_auto_decodes_through_nnpack_on_a_cpu_without_bf16_units(tiny_file, tmp_path, monkeypatch):
+    import tnerv.models.execution as execution
+
+    fp32, _, _ = decode_frames(tiny_file, 0, 8, execution=FP32)
+    fast, _, _ = decode_frames(tiny_file, 0, 8, execution=NNPACK)
+    # NNPACK's float32 roundings (~1e-5 of the scale, tests/test_nnpack.py) through 5 blocks: 1e-4.
+    assert not torch.equal(fast, fp32) and (fast - fp32).abs().max() < 1e-4
+    monkeypatch.setattr(execution, "native_bf16", lambda device: False)
+    result = decode_file(tiny_file, tmp_path / "auto")
+    agreement = result.path["agreement_db"]["fp32, nnpack"]
+    assert agreement >= MIN_AGREEMENT_DB and result.path["nnpack"] and not result.path["channels_last"]
+    assert f"fp32, nnpack kept: its 8-bit frames are {agreement:.1f} dB from fp32's" in result.path["reason"]
 
 
 def test_cli_decode_report_names_the_path(tiny_file, tmp_path, capsys):
@@ -105,11 +146,13 @@ def test_cli_decode_report_names_the_path(tiny_file, tmp_path, capsys):
 def test_auto_never_picks_emulated_bf16(monkeypatch):
     import tnerv.models.execution as execution
 
+    nnpack = [NNPACK] if nnpack_available() else []
     monkeypatch.setattr(execution, "native_bf16", lambda device: False)
-    assert execution.candidate_paths(torch.device("cpu"), "auto") == [CHANNELS_LAST]
+    assert execution.candidate_paths(torch.device("cpu"), "auto") == [*nnpack, CHANNELS_LAST]
     monkeypatch.setattr(execution, "native_bf16", lambda device: True)
-    assert execution.candidate_paths(torch.device("cpu"), "auto") == [BF16, CHANNELS_LAST]
+    assert execution.candidate_paths(torch.device("cpu"), "auto") == [BF16, *nnpack, CHANNELS_LAST]
     assert execution.candidate_paths(torch.device("cpu"), "fp32") == [CHANNELS_LAST]
+    assert execution.candidate_paths(torch.device("cpu"), "bf16") == [BF16, CHANNELS_LAST]
 
 
 @pytest.mark.parametrize("name", ["hnerv", "tnerv"])
@@ -143,4 +186,26 @@ def test_bf16_training_warns_where_it_is_emulated(monkeypatch, tiny_clip):
     monkeypatch.setattr(tnerv.train, "native_bf16", lambda device: True)
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
+        fit(create_model("nerv", config), tiny_clip, recipe, progress=False)
+
+
+def test_decode_lets_openmp_threads_sleep_unless_the_user_chose(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    code = "from tnerv.cli import _passive_openmp; _passive_openmp(); import os; print(os.environ['OMP_WAIT_POLICY'])"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    run = lambda env: subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)  # noqa: E731
+    assert run(env).stdout.strip() == "PASSIVE"
+    assert run({**env, "OMP_WAIT_POLICY": "ACTIVE"}).stdout.strip() == "ACTIVE"
+
+
+def test_nnpack_training_warns_where_it_cannot_run(monkeypatch, tiny_clip):
+    import tnerv.train
+
+    config, _ = auto_config("nerv", 32, 64, 8)
+    recipe = TrainConfig(epochs=1, batch_size=8, nnpack=True, device="cpu", eval_every=1)
+    monkeypatch.setattr(tnerv.train, "nnpack_available", lambda: False)
+    with pytest.warns(UserWarning, match="nnpack has no effect here"):
         fit(create_model("nerv", config), tiny_clip, recipe, progress=False)

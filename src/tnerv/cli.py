@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import subprocess
 import sys
 import time
@@ -276,7 +277,7 @@ def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
     train = {k: v for k, v in {
         "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "eval_every": args.eval_every,
         "seed": args.seed, "device": args.device, "precision": args.precision, "loss": args.loss,
-        "channels_last": args.channels_last or None,
+        "channels_last": args.channels_last or None, "nnpack": args.nnpack or None,
     }.items() if v is not None}
     train.update(args.train_set or [])
     if "eval_every" in train:
@@ -350,7 +351,17 @@ def cmd_encode(args: argparse.Namespace) -> int:
     return 0
 
 
+def _passive_openmp() -> None:
+    """Lets OpenMP's idle threads sleep instead of spinning, if torch is not loaded yet (OpenMP reads
+    this once) and the user did not choose. Decoding alternates OpenMP ops with NNPACK's convolutions,
+    which run on their own threads: spinning OpenMP threads took the cores from them (HNeRV decoding at
+    1.44x fp32's speed instead of 2.13x, benchmarks/speed.py); oneDNN's paths do not mind either way."""
+    if "torch" not in sys.modules:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
 def cmd_decode(args: argparse.Namespace) -> int:
+    _passive_openmp()
     from tnerv.compress import decode_file
 
     result = decode_file(
@@ -528,6 +539,10 @@ def _add_training_args(p: argparse.ArgumentParser, overwrite_help: str, resume_h
         help="bf16: autocast, fast where the hardware has bf16 (GPU, AVX-512-BF16, AMX); fp64: slow, for exact checks",
     )
     p.add_argument("--channels-last", action="store_true", help="NHWC convolutions: same arithmetic, usually faster")
+    p.add_argument(
+        "--nnpack", action="store_true",
+        help="CPU: float32 convolutions through NNPACK's Winograd/FFT kernels (fewer multiplications, ~1e-5 relative error)",
+    )
     p.add_argument("--set", type=_assignment, action="append", metavar="KEY=VALUE", help="override a model config field")
     p.add_argument(
         "--train-set", type=_assignment, action="append", metavar="KEY=VALUE",
@@ -607,7 +622,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=_positive_int, default=4)
     p.add_argument(
         "--precision", choices=["auto", "fp32", "bf16"], default="auto",
-        help="auto (default): bf16 where the hardware has it and its frames stay within 0.05 dB of fp32's",
+        help="auto (default): the fastest of bf16 (where the hardware has it), NNPACK (CPU) and fp32 whose "
+        "frames stay within 0.05 dB of fp32's",
     )
     p.add_argument(
         "--max-memory", type=_memory, metavar="SIZE",

@@ -26,6 +26,7 @@ from tnerv.files import write_with
 from tnerv.metrics import QualityReport, ms_ssim, psnr, ssim
 from tnerv.models.base import VideoINR
 from tnerv.models.execution import ExecutionPath, native_bf16
+from tnerv.models.nnpack import available as nnpack_available
 from tnerv.models.layers import at_least_float32
 from tnerv.parallel import broadcast_from_main, init_from_environment, local_rank, rank_and_size, shard, sum_over_ranks
 from tnerv.video import pad_frames
@@ -55,6 +56,7 @@ class TrainConfig:
     device: str = "auto"  # "auto" = CUDA when present, else the CPU
     precision: str = "fp32"  # one of PRECISIONS
     channels_last: bool = False  # convolutions in NHWC (oneDNN/cuDNN's own layout): same arithmetic, faster
+    nnpack: bool = False  # CPU float32 convolutions through NNPACK (tnerv.models.nnpack): fewer multiplications
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
@@ -90,6 +92,8 @@ class TrainConfig:
             raise TnervError(f"betas are two numbers in [0, 1), got {self.betas}")
         if self.weight_decay < 0 or (self.grad_clip is not None and self.grad_clip <= 0):
             raise TnervError("weight_decay must be 0 or more and grad_clip positive (or unset)")
+        if self.nnpack and self.channels_last:
+            raise TnervError("nnpack convolutions are NCHW: choose nnpack or channels_last, not both")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for run.json."""
@@ -293,10 +297,13 @@ def fit(
             f"bf16 is emulated on this {device.type} (no bf16 units: AVX-512-BF16, AMX or a bf16 GPU): "
             "it trains several times slower than fp32", stacklevel=2,
         )
+    if config.nnpack and (device.type != "cpu" or not nnpack_available()) and writes:
+        warnings.warn(f"nnpack has no effect here: it runs on CPUs with NNPACK, not on this {device.type}",
+                      stacklevel=2)
     run_dir = Path(run_dir) if run_dir is not None else None
     dtype = torch.float64 if config.precision == "fp64" else torch.float32
     # bf16 autocast and the memory layout: the decoder's execution paths (fp64 is a dtype, below).
-    execution = ExecutionPath("bf16" if config.precision == "bf16" else "fp32", config.channels_last)
+    execution = ExecutionPath("bf16" if config.precision == "bf16" else "fp32", config.channels_last, config.nnpack)
     execution.apply(model.to(device).train())
     autocast = execution.autocast(device)
     if dtype != torch.float32:
