@@ -21,8 +21,9 @@ direct convolutions it replaces: it does fewer multiplications). On other CPUs b
 
 The official figures (`OFFICIAL` in parity.py) were measured on the machine kind of issue 14 (AVX-512
 with bf16, 206 GFLOP/s fp32 matmul on 2 cores); on another machine compare each path with the fp32
-column of the same run, and the official code only through a run of it on that machine. Run on an idle
-machine with the Makefile's malloc settings (MALLOC_MMAP_THRESHOLD_=268435456,
+column of the same run, and the official code only through a run of it on that machine, whose
+figures `--official hnerv=S_PER_EPOCH,FPS ...` puts in the table instead (docs/experiments.md).
+Run on an idle machine with the Makefile's malloc settings (MALLOC_MMAP_THRESHOLD_=268435456,
 MALLOC_TRIM_THRESHOLD_=1073741824)."""
 
 from __future__ import annotations
@@ -158,7 +159,13 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--official", type=official_figure, action="append", metavar="MODEL=S_PER_EPOCH,FPS",
+        help="the official code's figures measured on this machine (e.g. hnerv=7.76,35.9), instead of those of "
+        "the machine of issue 14",
+    )
     args = parser.parse_args()
+    official = dict(args.official) if args.official else OFFICIAL
     torch.set_num_threads(args.threads)
     device = pick_device(args.device)
     bf16 = native_bf16(device)
@@ -173,18 +180,19 @@ def main() -> None:
     rows = [measure(name, args.epochs, args.passes, fast, str(device), args.scale, args.frames) for name in args.models]
     if args.json:
         print(json.dumps({"device": str(device), "capability": capability, "fast_path": fast.to_dict(), "peak_gflops": peak,
-                          "official": OFFICIAL, "results": rows}, indent=2))
+                          "official": official, "results": rows}, indent=2))
         return
     fast_peak = peak[fast.precision]
-    print(f"\nOfficial figures: the official code on a machine of {OFFICIAL_MACHINE_FP32_GFLOPS} GFLOP/s fp32 matmul "
-          f"(this one: {peak['fp32']:.0f}); x fp32 compares the fast path with plain fp32 in this run.")
+    where = ("measured on this machine (--official)" if args.official else
+             f"on a machine of {OFFICIAL_MACHINE_FP32_GFLOPS} GFLOP/s fp32 matmul (this one: {peak['fp32']:.0f})")
+    print(f"\nOfficial figures: the official code {where}; x fp32 compares the fast path with plain fp32 in this run.")
     print(f"{'':<7} {'params':>8} | {'train s/epoch':^34} | {'train PSNR':^21} | {'decode fps':^34} | "
           f"{'decode PSNR (8-bit)':^21} | {'GFLOP/s fast':>14}")
     print(f"{'model':<7} {'':>8} | {'fp32':>6} {'fast':>6} {'x fp32':>6} {'official':>8} {'x off':>5} | "
           f"{'fp32':>6} {'fast':>6} {'diff':>6} | {'fp32':>6} {'fast':>6} {'x fp32':>6} {'official':>8} {'x off':>5} | "
           f"{'fp32':>6} {'fast':>6} {'diff':>6} | {'(% of peak)':>14}")
     for r in rows:
-        ref = OFFICIAL.get(r["model"], {})
+        ref = official.get(r["model"], {})
         off_train, off_dec = ref.get("s_per_epoch"), ref.get("decode_fps")
         gflops = r["gflop_per_frame"] * r["decode_fps_fast"]
         print(
@@ -199,6 +207,18 @@ def main() -> None:
             + (f" | peak GPU memory {r['peak_memory_gib_fp32']:.1f} / {r['peak_memory_gib_fast']:.1f} GiB"
                if "peak_memory_gib_fp32" in r else "")
         )
+
+
+def official_figure(text: str) -> tuple[str, dict[str, float]]:
+    """Parses MODEL=S_PER_EPOCH,FPS (the official code's training seconds per epoch and decode fps)."""
+    try:
+        model, figures = text.split("=")
+        s_per_epoch, fps = (float(v) for v in figures.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected MODEL=S_PER_EPOCH,FPS, got {text!r}") from None
+    if model not in MODELS:
+        raise argparse.ArgumentTypeError(f"unknown model {model!r}; available: {', '.join(MODELS)}")
+    return model, {"s_per_epoch": s_per_epoch, "decode_fps": fps}
 
 
 def _fmt(value: float | None, spec: str) -> str:
