@@ -72,6 +72,31 @@ def test_float64_and_small_maps_keep_pytorch_kernels():
     assert 8 * 16 < MIN_PIXELS and torch.equal(fast.float()(small), plain.float()(small))
 
 
+def test_a_shape_nnpack_refuses_runs_on_pytorch_kernels(monkeypatch):
+    # NNPACK fails on some shapes (workspace limits, pytorch#83579); the convolution and both gradients
+    # then come from PyTorch, exactly, rather than an error (a decoder would report a valid file as broken).
+    def refuse(*args):
+        raise RuntimeError("NNPACK SpatialConvolution_updateOutput failed")
+
+    torch.manual_seed(0)
+    plain = nn.Conv2d(6, 8, 3, padding=1)
+    fast = copy.deepcopy(plain)
+    use_nnpack(fast)
+    x = torch.randn(2, 6, 32, 32)
+    results = []
+    for conv in (plain, fast):
+        xi = x.clone().requires_grad_()
+        out = conv(xi)
+        if conv is fast:  # forward through NNPACK, then a refused input gradient
+            monkeypatch.setattr(torch, "_nnpack_spatial_convolution", refuse)
+        out.backward(torch.ones_like(out))
+        results.append((xi.grad, conv.weight.grad, conv.bias.grad))
+    for got, expected in zip(*reversed(results)):
+        assert torch.equal(got, expected)
+    with torch.no_grad():
+        assert torch.equal(fast(x), plain(x))  # a refused forward pass
+
+
 def test_nnpack_and_channels_last_together_are_refused():
     with pytest.raises(TnervError, match="choose nnpack or channels_last"):
         TrainConfig(nnpack=True, channels_last=True).validate()

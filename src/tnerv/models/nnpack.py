@@ -58,19 +58,25 @@ class _Convolution(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor):
         x, weight = ctx.saved_tensors
         grad = grad.contiguous()
-        grad_x = grad_weight = grad_bias = None
+        grad_x = None
         if ctx.needs_input_grad[0]:
             # The input gradient is the output gradient convolved with the kernel flipped and its
             # in/out channels swapped, padded by k - 1 - p (a "full" convolution): same size as x.
             flipped = weight.flip(2, 3).transpose(0, 1).contiguous()
             padding = [k - 1 - p for k, p in zip(weight.shape[2:], ctx.padding)]
-            grad_x = torch._nnpack_spatial_convolution(grad, flipped, None, padding, [1, 1])
+            try:
+                grad_x = torch._nnpack_spatial_convolution(grad, flipped, None, padding, [1, 1])
+            except RuntimeError:  # a shape NNPACK refuses: PyTorch's kernels, below
+                pass
+        want_input = ctx.needs_input_grad[0] and grad_x is None
         want_bias = ctx.has_bias and ctx.needs_input_grad[2]
-        if ctx.needs_input_grad[1] or want_bias:
-            _, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
+        grad_weight = grad_bias = None
+        if want_input or ctx.needs_input_grad[1] or want_bias:
+            pytorch_x, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
                 grad, x, weight, [weight.shape[0]] if ctx.has_bias else None, [1, 1], ctx.padding, [1, 1],
-                False, [0, 0], 1, [False, ctx.needs_input_grad[1], want_bias],
+                False, [0, 0], 1, [want_input, ctx.needs_input_grad[1], want_bias],
             )
+            grad_x = pytorch_x if want_input else grad_x
         return grad_x, grad_weight, grad_bias, None
 
 
@@ -82,9 +88,12 @@ class NNPACKConv2d(nn.Conv2d):
     def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         out_pixels = (x.shape[-2] + 2 * self.padding[0] - self.kernel_size[0] + 1) * (
             x.shape[-1] + 2 * self.padding[1] - self.kernel_size[1] + 1)
-        if (x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32 and x.dim() == 4
+        if (x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32 and x.dim() == 4 and len(x) > 0
                 and x.is_contiguous() and out_pixels >= MIN_PIXELS and not torch.is_autocast_enabled("cpu")):
-            return _Convolution.apply(x, weight.contiguous(), bias, list(self.padding))
+            try:
+                return _Convolution.apply(x, weight.contiguous(), bias, list(self.padding))
+            except RuntimeError:  # NNPACK refuses some shapes (its workspace limits): PyTorch's kernels
+                pass
         return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, self.groups)
 
 
