@@ -10,7 +10,7 @@ missing everything runs as before), with a backward pass whose input gradient is
 convolution of the output gradient with the flipped kernel) and whose weight gradient is PyTorch's.
 
 Results are float32 sums in another order, plus the transforms' rounding: about 1e-5 relative
-for 3x3 Winograd, 1e-7 for the FFT; decoders check the 8-bit frames against fp32's before use."""
+for 3x3 Winograd, 1e-6 for the FFT; decoders check the 8-bit frames against fp32's before use."""
 
 from __future__ import annotations
 
