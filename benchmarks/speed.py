@@ -49,7 +49,7 @@ from tnerv.models.auto import auto_config  # noqa: E402
 from tnerv.models.execution import FP32, ExecutionPath, candidate_paths, native_bf16  # noqa: E402
 from tnerv.runs import VideoSpec, load_frames  # noqa: E402
 from tnerv.train import TrainConfig, fit, pick_device, seed_everything  # noqa: E402
-from tnerv.video import sample  # noqa: E402
+from tnerv.video import round_to_8bit, sample  # noqa: E402
 
 MODELS = ["nerv", "hnerv", "ffnerv", "tnerv"]
 OFFICIAL_MACHINE_FP32_GFLOPS = 206  # the 2048x2048 fp32 matmul of the machine the official figures come from
@@ -143,8 +143,7 @@ def measure(name: str, epochs: int, passes: int, fast: ExecutionPath, device: st
     for label, path in (("fp32", FP32), ("fast", fast)):
         decoder = type(fitted).from_transmitted(config, state).to(next(fitted.parameters()).device).eval()
         out, row[f"decode_fps_{label}"] = decode(decoder, path, passes)
-        eight_bit = out.clamp(0, 1).mul(255).round().div(255)
-        row[f"decode_psnr_{label}"] = psnr(eight_bit, target).mean().item()
+        row[f"decode_psnr_{label}"] = psnr(round_to_8bit(out), target).mean().item()
     row["gflop_per_frame"] = flops_per_frame(type(fitted).from_transmitted(config, state).eval()) / 1e9
     return row
 

@@ -25,7 +25,7 @@ from tnerv.models.execution import FP32, ExecutionPath, candidate_paths
 from tnerv.parallel import launched_by_torchrun
 from tnerv.runs import VideoSpec, fit_run, load_frames, load_run, read_run
 from tnerv.train import VideoFrames, evaluate
-from tnerv.video import default_matrix, probe, to_uint8, write_frames, write_mp4
+from tnerv.video import default_matrix, probe, round_to_8bit, to_uint8, write_frames, write_mp4
 
 
 # The rate weight of entropy-constrained models when none is given: the second of the paper's four
@@ -344,11 +344,10 @@ def choose_decode_path(
     # frame; the first (fastest) that agrees is taken.
     probe_end = min(header["video"]["num_frames"], batch_size)
     expected = decode_range(decoder, header, 0, probe_end, batch_size, reference, source)
-    eight_bit = lambda x: x.clamp(0, 1).mul(255).round().div(255)  # noqa: E731 - as the frames are written
     chosen, verdicts, agreements = reference, [], {}
     for path in fast:
         trial = decode_range(decoder, header, 0, probe_end, batch_size, path, source)
-        agreement = min(psnr(eight_bit(trial), eight_bit(expected)).mean().item(), 100.0)  # 100: identical
+        agreement = min(psnr(round_to_8bit(trial), round_to_8bit(expected)).mean().item(), 100.0)  # 100: identical
         agreements[path.describe()] = agreement
         kept = agreement >= MIN_AGREEMENT_DB
         verdicts.append(f"{path.describe()} {'kept' if kept else 'refused'}: its 8-bit frames are "

@@ -26,8 +26,8 @@ from tnerv.files import write_with
 from tnerv.metrics import QualityReport, ms_ssim, psnr, ssim
 from tnerv.models.base import VideoINR
 from tnerv.models.execution import ExecutionPath, native_bf16
-from tnerv.models.nnpack import available as nnpack_available
 from tnerv.models.layers import at_least_float32
+from tnerv.models.nnpack import available as nnpack_available
 from tnerv.parallel import broadcast_from_main, init_from_environment, local_rank, rank_and_size, shard, sum_over_ranks
 from tnerv.video import pad_frames
 

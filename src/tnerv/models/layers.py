@@ -552,9 +552,9 @@ class EncodedEmbeddings:
                     "frames (model.encode_frames(frames) or reconstruct(idx, frames)) after training"
                 )
             todo = ((chunk, source(chunk)) for chunk in torch.unique(idx[stale]).split(INTERNAL_BATCH))
+        dtype = next(self.parameters()).dtype  # the encoder's: float32, or float64 in an fp64 fit
         with torch.no_grad():
             for chunk, chunk_frames in todo:
-                dtype = next(self.parameters()).dtype  # the encoder's: float32, or float64 in an fp64 fit
                 values = self.compute_embeddings(chunk, chunk_frames.to(fresh.device, dtype), source)
                 for name, value in values.items():
                     store = getattr(self, name)

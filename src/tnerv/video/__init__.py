@@ -4,7 +4,7 @@ from tnerv.video.colour import MATRICES, check_matrix, default_matrix, rgb_to_yu
 from tnerv.video.datasets import DATASETS, Sequence, dataset_sequences
 from tnerv.video.io import DEFAULT_FPS, Video, VideoInfo, probe, read_video, write_frames, write_mp4, write_png
 from tnerv.video.samples import SAMPLES, sample
-from tnerv.video.transforms import pad_frames, resize_and_crop, to_tensor, to_uint8
+from tnerv.video.transforms import pad_frames, resize_and_crop, round_to_8bit, to_tensor, to_uint8
 
 __all__ = [
     "DATASETS",
@@ -22,6 +22,7 @@ __all__ = [
     "read_video",
     "resize_and_crop",
     "rgb_to_yuv420",
+    "round_to_8bit",
     "sample",
     "to_tensor",
     "to_uint8",

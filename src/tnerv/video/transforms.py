@@ -57,12 +57,22 @@ def to_tensor(frames: np.ndarray) -> torch.Tensor:
     return x.float().div_(255.0).contiguous()
 
 
+def _eight_bit_levels(tensor: torch.Tensor) -> torch.Tensor:
+    """Values in [0, 1] as 8-bit levels 0..255 (float): clamped and rounded, as frames are written."""
+    return tensor.detach().float().clamp(0.0, 1.0).mul(255.0).round()
+
+
 def to_uint8(tensor: torch.Tensor) -> np.ndarray:
     """Convert a tensor (N, 3, H, W) in [0, 1] to uint8 frames (N, H, W, 3), clamped and rounded."""
     if tensor.ndim != 4 or tensor.shape[1] != 3:
         raise ValueError(f"expected a tensor (N, 3, H, W), got {tuple(tensor.shape)}")
-    x = tensor.detach().float().clamp(0.0, 1.0).mul(255.0).round().to(torch.uint8)
+    x = _eight_bit_levels(tensor).to(torch.uint8)
     return x.permute(0, 2, 3, 1).contiguous().cpu().numpy()
+
+
+def round_to_8bit(tensor: torch.Tensor) -> torch.Tensor:
+    """A tensor in [0, 1] as the 8-bit frames written from it hold it, still in [0, 1] (float32)."""
+    return _eight_bit_levels(tensor) / 255
 
 
 def pad_frames(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
