@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from tnerv.errors import TnervError
-from tnerv.models.nnpack import MIN_PIXELS, NNPACKConv2d, available, use_nnpack
+from tnerv.models.nnpack import MIN_PIXELS, NNPACKConv2d, available, fallbacks, use_nnpack
 from tnerv.train import TrainConfig
 
 # The CPU wheels of x86-64 and arm64 Linux bundle NNPACK; where it is missing nothing here applies.
@@ -95,6 +95,33 @@ def test_a_shape_nnpack_refuses_runs_on_pytorch_kernels(monkeypatch):
         assert torch.equal(got, expected)
     with torch.no_grad():
         assert torch.equal(fast(x), plain(x))  # a refused forward pass
+
+
+def test_a_failed_nnpack_call_is_counted_not_hidden(monkeypatch):
+    # An NNPACK failure (a refused shape, or out of memory) runs PyTorch's kernels; a decode report must
+    # then not claim NNPACK did the work: the module counts its calls and failures, with the message.
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(6, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1))
+    use_nnpack(model)
+    x = torch.randn(1, 6, 32, 32)
+    with torch.no_grad():
+        model(x)
+    assert fallbacks(model) == (0, 2, "")
+    real = torch._nnpack_spatial_convolution
+    calls = []
+
+    def fail_second(*args):  # the first convolution runs, the second fails as an allocation would
+        calls.append(1)
+        if len(calls) % 2 == 0:
+            raise RuntimeError("NNPACK SpatialConvolution_updateOutput failed:\n out of memory")
+        return real(*args)
+
+    monkeypatch.setattr(torch, "_nnpack_spatial_convolution", fail_second)
+    with torch.no_grad():
+        model(x)
+    assert fallbacks(model) == (1, 4, "NNPACK SpatialConvolution_updateOutput failed: out of memory")
+    use_nnpack(model)  # switching again starts the counts again
+    assert fallbacks(model) == (0, 0, "")
 
 
 def test_nnpack_and_channels_last_together_are_refused():

@@ -49,9 +49,10 @@ class _Convolution(torch.autograd.Function):
     """A stride-1 convolution whose output and input gradient are NNPACK's."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: list[int]):
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: list[int],
+                module: NNPACKConv2d):
         ctx.save_for_backward(x, weight)
-        ctx.padding, ctx.has_bias = padding, bias is not None
+        ctx.padding, ctx.has_bias, ctx.module = padding, bias is not None, module
         return torch._nnpack_spatial_convolution(x, weight, bias, padding, [1, 1])
 
     @staticmethod
@@ -64,10 +65,11 @@ class _Convolution(torch.autograd.Function):
             # in/out channels swapped, padded by k - 1 - p (a "full" convolution): same size as x.
             flipped = weight.flip(2, 3).transpose(0, 1).contiguous()
             padding = [k - 1 - p for k, p in zip(weight.shape[2:], ctx.padding)]
+            ctx.module.nnpack_calls += 1
             try:
                 grad_x = torch._nnpack_spatial_convolution(grad, flipped, None, padding, [1, 1])
-            except RuntimeError:  # a shape NNPACK refuses: PyTorch's kernels, below
-                pass
+            except RuntimeError as exc:  # a shape NNPACK refuses: PyTorch's kernels, below (recorded)
+                ctx.module.record_fallback(exc)
         want_input = ctx.needs_input_grad[0] and grad_x is None
         want_bias = ctx.has_bias and ctx.needs_input_grad[2]
         grad_weight = grad_bias = None
@@ -77,23 +79,36 @@ class _Convolution(torch.autograd.Function):
                 False, [0, 0], 1, [want_input, ctx.needs_input_grad[1], want_bias],
             )
             grad_x = pytorch_x if want_input else grad_x
-        return grad_x, grad_weight, grad_bias, None
+        return grad_x, grad_weight, grad_bias, None, None
 
 
 class NNPACKConv2d(nn.Conv2d):
     """An nn.Conv2d that runs through NNPACK when its input allows it (float32 NCHW on the CPU, no
     autocast, at least MIN_PIXELS output pixels), else exactly as nn.Conv2d. Same parameters and
-    state_dict: `use_nnpack` turns an nn.Conv2d into one in place and back."""
+    state_dict: `use_nnpack` turns an nn.Conv2d into one in place and back. It counts the NNPACK calls it
+    made and those NNPACK failed (PyTorch's kernels ran instead), with the last failure's message, so that
+    a report never says "nnpack" for work PyTorch did (`fallbacks`)."""
+
+    # Class defaults: `use_nnpack` switches the class of existing modules, so no __init__ sets them.
+    nnpack_calls = 0
+    nnpack_fallbacks = 0
+    last_fallback = ""
+
+    def record_fallback(self, exc: RuntimeError) -> None:
+        """Counts one NNPACK call that failed and keeps its message (one line)."""
+        self.nnpack_fallbacks += 1
+        self.last_fallback = " ".join(str(exc).split())
 
     def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         out_pixels = (x.shape[-2] + 2 * self.padding[0] - self.kernel_size[0] + 1) * (
             x.shape[-1] + 2 * self.padding[1] - self.kernel_size[1] + 1)
         if (x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32 and x.dim() == 4 and len(x) > 0
                 and x.is_contiguous() and out_pixels >= MIN_PIXELS and not torch.is_autocast_enabled("cpu")):
+            self.nnpack_calls += 1
             try:
-                return _Convolution.apply(x, weight.contiguous(), bias, list(self.padding))
-            except RuntimeError:  # NNPACK refuses some shapes (its workspace limits): PyTorch's kernels
-                pass
+                return _Convolution.apply(x, weight.contiguous(), bias, list(self.padding), self)
+            except RuntimeError as exc:  # NNPACK refuses some shapes (its workspace limits), or runs out
+                self.record_fallback(exc)  # of memory: PyTorch's kernels, and the report says so
         return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, self.groups)
 
 
@@ -108,5 +123,16 @@ def use_nnpack(model: nn.Module, enabled: bool = True) -> int:
         if eligible(module):
             # A class swap keeps the parameters, hooks and state_dict keys of the module as they are.
             module.__class__ = target
+            for counter in ("nnpack_calls", "nnpack_fallbacks", "last_fallback"):
+                module.__dict__.pop(counter, None)  # back to the class's zeros: counts start here
             changed += 1
     return changed
+
+
+def fallbacks(model: nn.Module) -> tuple[int, int, str]:
+    """(NNPACK calls that failed and ran on PyTorch's kernels instead, NNPACK calls made, a failure's
+    message) over the model's NNPACK convolutions since `use_nnpack` last switched them."""
+    modules = [m for m in model.modules() if isinstance(m, NNPACKConv2d)]
+    failed = sum(m.nnpack_fallbacks for m in modules)
+    reasons = [m.last_fallback for m in modules if m.nnpack_fallbacks]
+    return failed, sum(m.nnpack_calls for m in modules), reasons[-1] if reasons else ""
