@@ -155,12 +155,11 @@ def test_flow_aggregator_gradients_reach_flows_and_logits():
     assert head.grad[:, :4].abs().sum() > 0 and head.grad[:, 4:].abs().sum() > 0 and logits.grad.abs().sum() > 0
 
 
-def test_reference_rounding_channels_first_layer_norm_and_tanh_output():
+def test_reference_rounding_channels_first_layer_norm():
     """The encoder's channels-first LayerNorm is computed as ConvNeXt's reference computes it (mean and
-    biased variance over C, output in NCHW layout) and the tanh output map as tanh(x) * 0.5 + 0.5:
-    with both, tnerv's HNeRV trains bit for bit like the official code (benchmarks/parity.py: 29.02 dB
-    for both at seed 1, where a permute to channels-last, which leaves a channels-last tensor for the
-    next convolution, and (tanh + 1) / 2 gave 28.51)."""
+    biased variance over C, output in NCHW layout): with it, tnerv's HNeRV trains bit for bit like the
+    official code (benchmarks/parity.py: 29.02 dB for both at seed 1, where a permute to channels-last,
+    which leaves a channels-last tensor for the next convolution, gave 28.51)."""
     torch.manual_seed(0)
     norm = ChannelsFirstLayerNorm(6)
     with torch.no_grad():
@@ -174,5 +173,19 @@ def test_reference_rounding_channels_first_layer_norm_and_tanh_output():
     assert torch.equal(out, norm.weight[:, None, None] * by_hand + norm.bias[:, None, None])
     as_layer_norm = F.layer_norm(x.permute(0, 2, 3, 1), (6,), norm.weight, norm.bias, 1e-6).permute(0, 3, 1, 2)
     torch.testing.assert_close(out, as_layer_norm, rtol=0, atol=1e-5)
-    z = torch.randn(1000) * 4
-    assert torch.equal(output_activation(z, "tanh"), torch.tanh(z) * 0.5 + 0.5)
+
+
+def test_tanh_output_rounds_as_the_references_write_it():
+    """The tanh output map gives the bits of the official code's writings, HNeRV's tanh(x) * 0.5 + 0.5 and
+    NeRV's and FFNeRV's (tanh(x) + 1) * 0.5 (bitwise identical to each other: halving is exact), values and
+    gradients. sigmoid(2x), the same function on paper, rounds differently: this test tells them apart."""
+    z = (torch.randn(100_000) * 4).requires_grad_()
+    upstream = torch.randn(100_000)
+    ours = output_activation(z, "tanh")
+    (grad,) = torch.autograd.grad(ours, z, upstream)
+    for reference in (torch.tanh(z) * 0.5 + 0.5, (torch.tanh(z) + 1) * 0.5):
+        (reference_grad,) = torch.autograd.grad(reference, z, upstream)
+        assert torch.equal(ours, reference) and torch.equal(grad, reference_grad)
+    assert not torch.equal(ours, torch.sigmoid(2 * z))  # a formula with other rounding fails the test
+    assert not torch.equal(output_activation(z, "sigmoid"), ours)
+    assert output_activation(torch.tensor([0.0, 50.0, -50.0]), "tanh").tolist() == [0.5, 1.0, 0.0]

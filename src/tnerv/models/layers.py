@@ -92,10 +92,11 @@ def reduced_widths(
 
 
 def output_activation(x: Tensor, kind: str = "tanh") -> Tensor:
-    """Maps head outputs to [0, 1]: tanh(x) * 0.5 + 0.5 as NeRV/HNeRV/FFNeRV, or sigmoid."""
+    """Maps head outputs to [0, 1]: (tanh(x) + 1) / 2, or sigmoid."""
     if kind == "tanh":
-        # Written as the reference implementations write it: (tanh(x) + 1) / 2 is the same function
-        # but rounds differently, and a fit follows the reference step for step only with the same rounding.
+        # HNeRV writes tanh(x) * 0.5 + 0.5, NeRV and FFNeRV (tanh(x) + 1) * 0.5: in IEEE arithmetic the two
+        # round identically (halving is exact), so either writing gives the same bits. sigmoid(2x), the same
+        # function on paper, rounds differently (tests/test_layers.py).
         return torch.tanh(x) * 0.5 + 0.5
     if kind == "sigmoid":
         return torch.sigmoid(x)
