@@ -3,6 +3,7 @@ a .tnrv file, decode any frame range from that file alone, and inspect where the
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -13,7 +14,7 @@ import torch
 
 from tnerv.codec.bitstream import BitstreamError, read_file
 from tnerv.codec.constrained import ENTROPY_CONSTRAINED
-from tnerv.codec.container import check_header, decoder_from_file, write_model_file
+from tnerv.codec.container import check_frames, check_header, decoder_from_file, write_model_file
 from tnerv.codec.post_training import POST_TRAINING, QuantizationAware
 from tnerv.codec.wrapper import CompressionWrapper
 from tnerv.errors import TnervError
@@ -22,6 +23,7 @@ from tnerv.metrics import QualityReport, bits_per_pixel, psnr
 from tnerv.models import VideoINR, config_to_dict, load_preset, model_class
 from tnerv.models.auto import DEFAULT_MODEL
 from tnerv.models.execution import FP32, ExecutionPath, candidate_paths
+from tnerv.models.nnpack import fallbacks as nnpack_fallbacks
 from tnerv.parallel import launched_by_torchrun
 from tnerv.runs import VideoSpec, fit_run, load_frames, load_run, read_run
 from tnerv.train import VideoFrames, evaluate
@@ -233,13 +235,19 @@ class DecodeResult:
     output: str
     first_frame: int
     num_frames: int
-    seconds: float
-    fps: float
-    path: dict[str, Any]  # the execution path the decoder chose (ExecutionPath.to_dict) and why
+    seconds: float  # building the decoder and decoding the frames on the chosen path
+    fps: float  # num_frames / seconds
+    path_seconds: float  # choosing the path: the fp32 and fast-path trials (`choose_decode_path`)
+    path: dict[str, Any]  # the execution path the decoder chose (ExecutionPath.to_dict), why, and what ran
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for --json output."""
         return asdict(self)
+
+
+class DecoderError(TnervError):
+    """A file that passed every check, yet whose decoder failed while running: not a damaged file but a
+    tnerv bug or a crafted file, reported in one line as such."""
 
 
 def decode_frames(
@@ -254,7 +262,7 @@ def decode_frames(
     """Frames [first, end) of a file (N, 3, H, W) in [0, 1], with the decoding time (building the
     decoder included) and the video's fps; `execution` is the path the decoder runs (fp32 by default)."""
     started = time.time()
-    decoder, header = decoder_from_file(path, device, max_memory, num_decoded=end - first)
+    decoder, header = decoder_from_file(path, device, max_memory, num_decoded=end - first, batch_size=batch_size)
     frames = decode_range(decoder, header, first, end, batch_size, execution, str(path))
     return frames, time.time() - started, header["video"]["fps"]
 
@@ -282,12 +290,18 @@ def decode_range(
         with execution.autocast(idx.device):
             for _, out in decoder.reconstruct(idx, None, batch_size):
                 if out.shape[-3:-2] != (3,) or out.shape[-2] < h or out.shape[-1] < w:
-                    raise ValueError(f"it decodes frames of {tuple(out.shape[-3:])}, not 3x{h}x{w}")
+                    # The file's own inconsistency: its model's frames are not the video it declares.
+                    raise BitstreamError(f"{source}: its model decodes frames of {tuple(out.shape[-3:])}, "
+                                         f"not the 3x{h}x{w} of its header")
                 frames.append(out[..., :h, :w].float().cpu())
     except (RuntimeError, ValueError, IndexError) as exc:
-        # The header passed every check, yet its model does not run: a file no tnerv writes.
-        raise BitstreamError(f"{source}: its model does not decode: {exc}") from None
-    return torch.cat(frames)[first - aligned_first : end - aligned_first]
+        # The file passed every check, yet its model failed: tnerv's fault or a crafted file's, which
+        # the checks should have caught; either way not a damaged file, and never a traceback.
+        message = " ".join(str(exc).split())  # one line; torch's messages can run to pages
+        message = message if len(message) <= 300 else message[:297] + "..."
+        raise DecoderError(f"{source} passed every check but its decoder failed: {message} "
+                           "(a tnerv bug or a crafted file; please report)") from exc
+    return check_frames(torch.cat(frames)[first - aligned_first : end - aligned_first], first, source)
 
 
 def decode_file(
@@ -300,7 +314,7 @@ def decode_file(
     precision: str = "auto",
 ) -> DecodeResult:
     """Decodes frames a:b of a .tnrv file to an mp4 (by its suffix) or a folder of PNGs; `max_memory`
-    (bytes, default this machine's memory) refuses a file whose decoding would need more."""
+    (bytes, default `default_memory_cap()`: 4 GiB or less) refuses a file whose decoding would need more."""
     output = Path(output)
     check_output(output, (".mp4", ""), "an .mp4 file, or a folder (no suffix) for PNG frames")
     if output.exists() and not overwrite and (output.is_file() or any(output.iterdir())):
@@ -309,53 +323,109 @@ def decode_file(
     check_header(header, str(path))
     first, end = parse_range(frame_range, header["video"]["num_frames"])
     started = time.time()
-    decoder, header = decoder_from_file(path, "cpu", max_memory, num_decoded=end - first)
+    decoder, header = decoder_from_file(path, "cpu", max_memory, num_decoded=end - first, batch_size=batch_size)
     built = time.time() - started
-    # The decoder is built once; choosing its path (a bf16 trial) is not counted in the decoding time.
+    # The decoder is built once; choosing its path (the trials) is timed apart from the decoding.
+    started = time.time()
     execution, choice = choose_decode_path(decoder, header, batch_size, precision, str(path))
+    path_seconds = time.time() - started
     started = time.time()
     frames = decode_range(decoder, header, first, end, batch_size, execution, str(path))
     seconds = built + time.time() - started
+    choice = {**choice, **what_ran(decoder, execution)}
     pixels = to_uint8(frames)
     if output.suffix.lower() == ".mp4":
         write_mp4(pixels, output, header["video"]["fps"])
     else:
         write_frames(pixels, output)
-    return DecodeResult(str(output), first, end - first, seconds, (end - first) / seconds, choice)
+    return DecodeResult(str(output), first, end - first, seconds, (end - first) / seconds, path_seconds, choice)
 
 
-# A fast path (bf16, NNPACK) is used only if its 8-bit frames come this close to the fp32 decode's (PSNR
-# between the two) on the video's first batch. With errors independent of the fp32 decode's own, the loss
-# is 10 log10(1 + 10^((P - D) / 10)) dB for a decode of PSNR P: at D = 60 dB, at most 0.05 dB for P <= 40.6 dB.
+def what_ran(decoder: VideoINR, execution: ExecutionPath) -> dict[str, Any]:
+    """The path a decode ran on as the report says it ("ran"), with the NNPACK convolution calls that
+    failed and ran on PyTorch's kernels instead ("nnpack_fallbacks", on an NNPACK path)."""
+    if not execution.nnpack:
+        return {"ran": execution.describe()}
+    failed, calls, message = nnpack_fallbacks(decoder)
+    note = f" (fell back to PyTorch's kernels on {failed} of {calls} convolution calls: {message})" if failed else ""
+    return {"ran": execution.describe() + note, "nnpack_fallbacks": failed}
+
+
+# A fast path (bf16, NNPACK) is used only if every 8-bit frame it decodes on the probe batches comes this
+# close to the fp32 decode's (the worst frame's PSNR between the two). With errors independent of the fp32
+# decode's own, a frame of PSNR P loses 10 log10(1 + 10^((P - D) / 10)) dB: at D = 60 dB, at most 0.05 dB
+# for P <= 40.6 dB.
 MIN_AGREEMENT_DB = 60.0
+AGREEMENT_STATISTIC = "the worst frame's PSNR between the path's and fp32's 8-bit frames"
+
+
+def probe_ranges(num_frames: int, batch_size: int) -> list[tuple[int, int]]:
+    """The frame ranges a fast path is checked on: the whole video's first, middle and last batches
+    (aligned as `decode_range` aligns them; fewer where the video has fewer batches)."""
+    batches = -(-num_frames // batch_size)
+    return [(b * batch_size, min((b + 1) * batch_size, num_frames)) for b in sorted({0, batches // 2, batches - 1})]
+
+
+def worst_frame(trial: torch.Tensor, expected: torch.Tensor) -> tuple[float, int]:
+    """The lowest per-frame PSNR (dB) between two decodes' 8-bit frames, and that frame's position: inf
+    when every frame is identical, NaN (and the first such frame) when a frame is not finite."""
+    values = psnr(round_to_8bit(trial), round_to_8bit(expected))
+    bad = values.isnan().nonzero()
+    i = int(bad[0]) if len(bad) else int(values.argmin())
+    return values[i].item(), i
+
+
+def _trial(name: str, worst_db: float, frame: int) -> tuple[bool, dict[str, Any], str]:
+    """A fast path's verdict: kept or not, its record for the report and its sentence."""
+    identical = worst_db == math.inf
+    kept = identical or worst_db >= MIN_AGREEMENT_DB  # False for NaN
+    record = {"kept": kept, "identical": identical, "worst_frame": None if identical else frame,
+              "worst_frame_db": None if identical or math.isnan(worst_db) else worst_db}
+    if identical:
+        return kept, record, f"{name} kept: its 8-bit frames are identical to fp32's"
+    if math.isnan(worst_db):
+        return kept, record, f"{name} refused: its frame {frame} is not finite"
+    sentence = (f"{name} {'kept' if kept else 'refused'}: its worst 8-bit frame ({frame}) is "
+                f"{worst_db:.1f} dB from fp32's (needs {MIN_AGREEMENT_DB:.0f})")
+    return kept, record, sentence
 
 
 def choose_decode_path(
     decoder: VideoINR, header: dict[str, Any], batch_size: int, precision: str = "auto", source: str = "file"
 ) -> tuple[ExecutionPath, dict[str, Any]]:
-    """The fastest execution path for a decoder rebuilt from a file that keeps the 8-bit frames within
-    0.05 dB of the fp32 decode, with the record of the choice for the decode report. The choice depends
-    on the file and the machine only, not on the frames asked for: a range decodes as the whole video does."""
+    """The fastest execution path for a decoder rebuilt from a file that keeps each 8-bit frame within
+    0.05 dB of the fp32 decode on the probe batches, with the record of the choice for the decode report.
+
+    The probe batches are the whole video's first, middle and last, whatever range is decoded: the choice
+    depends on the file and the machine only, so that a range decodes to the same frames as the whole
+    video does (a check on the range's own batches could choose another path for a range than for the
+    video). The frames between the probes are not compared: the check samples the video, at the cost of
+    about 3 batches per path tried."""
     *fast, reference = candidate_paths(torch.device("cpu"), precision)
     if not fast:
         reason = "fp32 asked" if precision == "fp32" else "fp32: no faster path on this device"
         return reference, {**reference.to_dict(), "reason": reason}
-    # Each fast path is checked against fp32 on the video's first batch before it is trusted with any
-    # frame; the first (fastest) that agrees is taken.
-    probe_end = min(header["video"]["num_frames"], batch_size)
-    expected = decode_range(decoder, header, 0, probe_end, batch_size, reference, source)
-    chosen, verdicts, agreements = reference, [], {}
-    for path in fast:
-        trial = decode_range(decoder, header, 0, probe_end, batch_size, path, source)
-        agreement = min(psnr(round_to_8bit(trial), round_to_8bit(expected)).mean().item(), 100.0)  # 100: identical
-        agreements[path.describe()] = agreement
-        kept = agreement >= MIN_AGREEMENT_DB
-        verdicts.append(f"{path.describe()} {'kept' if kept else 'refused'}: its 8-bit frames are "
-                        f"{agreement:.1f} dB from fp32's (needs {MIN_AGREEMENT_DB:.0f})")
+    num_frames = header["video"]["num_frames"]
+    ranges = probe_ranges(num_frames, batch_size)
+
+    def probe(path: ExecutionPath) -> torch.Tensor:
+        return torch.cat([decode_range(decoder, header, a, b, batch_size, path, source) for a, b in ranges])
+
+    expected = probe(reference)
+    frames = [i for a, b in ranges for i in range(a, b)]  # the video's frame at each compared position
+    chosen, verdicts, trials = reference, [], {}
+    for path in fast:  # the first (fastest) that agrees is taken
+        worst_db, at = worst_frame(probe(path), expected)
+        kept, trials[path.describe()], sentence = _trial(path.describe(), worst_db, frames[at])
+        verdicts.append(sentence)
         if kept:
             chosen = path
             break
-    return chosen, {**chosen.to_dict(), "reason": "; ".join(verdicts), "agreement_db": agreements}
+    compared = ", ".join(f"{a}:{b}" for a, b in ranges)
+    reason = (f"{'; '.join(verdicts)} (compared: frames {compared} of {num_frames}, the video's first, middle "
+              f"and last batches whatever range is decoded; {AGREEMENT_STATISTIC})")
+    return chosen, {**chosen.to_dict(), "reason": reason, "trials": trials,
+                    "compared_frames": [list(r) for r in ranges], "statistic": AGREEMENT_STATISTIC}
 
 
 def inspect_file(path: str | Path) -> dict[str, Any]:
