@@ -11,6 +11,7 @@ import torch
 from tnerv.cli import main
 from tnerv.codec.bitstream import BitstreamError
 from tnerv.compress import decode_frames, encode_video, export_file
+from tnerv.errors import TnervError
 from tnerv.metrics import psnr
 from tnerv.runs import VideoSpec, fit_run, load_frames
 from tnerv.train import VideoFrames
@@ -117,6 +118,48 @@ def test_damaged_files_are_rejected_cleanly(encoded, tmp_path):
         with pytest.raises(BitstreamError):
             decode_frames(bad, 0, 1)
         assert not (tmp_path / "out").exists(), label
+
+
+def with_hook(build, hook):
+    """`decoder_from_file` whose decoders run `hook` as a forward hook (see `register_forward_hook`)."""
+    def built(*args, **kwargs):
+        decoder, header = build(*args, **kwargs)
+        decoder.register_forward_hook(hook)
+        return decoder, header
+    return built
+
+
+def test_a_model_that_fails_on_a_checked_file_is_not_called_a_bad_file(encoded, tmp_path, monkeypatch, capsys):
+    # A model bug (here: an error raised inside the decoder's forward pass) on a file that passed every check
+    # was reported as a corrupted file. It stays a one-line error with exit status 2, named for what it is.
+    import tnerv.compress as compress
+
+    def fail(module, inputs, output):
+        raise RuntimeError("shape '[1, 8]' is invalid\n  for input of size 9")
+
+    folder, _ = encoded
+    monkeypatch.setattr(compress, "decoder_from_file", with_hook(compress.decoder_from_file, fail))
+    with pytest.raises(TnervError) as caught:
+        decode_frames(folder / "clip.tnrv", 0, 2)
+    assert not isinstance(caught.value, BitstreamError)
+    assert str(caught.value) == (f"{folder / 'clip.tnrv'} passed every check but its decoder failed: shape '[1, 8]' "
+                                 "is invalid for input of size 9 (a tnerv bug or a crafted file; please report)")
+    assert main(["decode", str(folder / "clip.tnrv"), "-o", str(tmp_path / "out"), "--precision", "fp32"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("tnerv: error: ") and err.count("\n") == 1 and "its decoder failed: shape" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_model_whose_frames_are_not_the_declared_video_is_the_files_fault(encoded, monkeypatch):
+    import tnerv.compress as compress
+
+    def crop(module, inputs, output):
+        return {**output, "output": output["output"][..., :-1, :]}  # one row short of the header's height
+
+    folder, _ = encoded
+    monkeypatch.setattr(compress, "decoder_from_file", with_hook(compress.decoder_from_file, crop))
+    with pytest.raises(BitstreamError, match=r"its model decodes frames of \(3, 63, 128\), not the 3x64x128"):
+        decode_frames(folder / "clip.tnrv", 0, 2)
 
 
 def test_foreign_file_through_the_cli(tmp_path, capsys):
