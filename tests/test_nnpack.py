@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from tnerv.errors import TnervError
-from tnerv.models.nnpack import MIN_PIXELS, NNPACKConv2d, available, fallbacks, use_nnpack
+from tnerv.models.nnpack import MIN_PIXELS, NNPACKConv2d, available, use_nnpack
 from tnerv.train import TrainConfig
 
 # The CPU wheels of x86-64 and arm64 Linux bundle NNPACK; where it is missing nothing here applies.
@@ -100,6 +100,8 @@ def test_a_shape_nnpack_refuses_runs_on_pytorch_kernels(monkeypatch):
 def test_a_failed_nnpack_call_is_counted_not_hidden(monkeypatch):
     # An NNPACK failure (a refused shape, or out of memory) runs PyTorch's kernels; a decode report must
     # then not claim NNPACK did the work: the module counts its calls and failures, with the message.
+    from tnerv.models.nnpack import fallbacks
+
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(6, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1))
     use_nnpack(model)
