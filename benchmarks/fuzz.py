@@ -8,15 +8,25 @@ encoder from untrained models on random frames). Two families:
   bit flips, changed lengths, fills, garbage, deleted, duplicated, swapped or foreign sections,
   files that are not .tnrv at all;
 - crafted, as a buggy or hostile writer does it (every checksum recomputed): any header field, a
-  tensor's shape, a section's quantiser or table, its payload, its order, a header that is no JSON.
+  tensor's shape, a section's quantiser or table, its payload, its order, a header that is no JSON;
+  quantisers that make values or frames non-finite; bombs whose one-symbol tables (no payload) declare
+  a model of widths scaled up to 300x ("2 KB bombs"), frames up to 16x larger or a video of 4096x8192
+  ("33 KB bombs"), and headers that declare more work than the file could need.
 
 Each mutant is decoded (the first frames, as `tnerv decode --frames` does) and inspected in a worker
 process with a per-case timeout, so that a crash of the interpreter or a hang is counted, not suffered.
 Outcomes:
 - refused: a one-line error (the decoder's own);
 - decoded unchanged: the same frames as the original file;
-- decoded a valid file: a crafted file that is a consistent file of its own (its frames differ);
-- silent wrong decode: damage decoded to other frames with no error;
+- decoded a valid file: a crafted file that decodes to other frames and passes an independent check
+  (`valid_file_problem`): every section's quantiser within the writers' ranges (docs/bitstream.md,
+  read here from the bytes, not by the decoder's code), every frame finite, and tnerv's writer,
+  given the decoded model (its tensors quantised again with the file's steps and tables), writes
+  the very same bytes;
+- silent wrong decode: other frames with no error, from damage or from a crafted file that fails
+  the check;
+- over cap: the case grew the worker's memory by more than the decoder's cap (MAX_MEMORY), whether
+  it was refused or decoded;
 - crash: any other exception, or an error message of more than one line;
 - abort: the process died;
 - hang: the per-case timeout passed.
@@ -25,7 +35,11 @@ Outcomes:
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
+import math
+import re
+import resource
 import multiprocessing as mp
 import random
 import struct
@@ -37,23 +51,31 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from tnerv.codec.bitstream import _PREAMBLE, _SECTION, HEADER, HEADER_NAME, SECTION_OVERHEAD, frame_sections, section_checksum
+from tnerv.codec.container import decoder_from_file, write_model_file
+from tnerv.codec.quantize import QuantizedTensor
 from tnerv.compress import compression_settings, decode_frames, export_model, inspect_file
 from tnerv.errors import TnervError
-from tnerv.models import config_to_dict
+from tnerv.models import config_to_dict, make_config
 from tnerv.models.auto import config_for_video
+from tnerv.models.sizing import transmitted_shapes
 from tnerv.runs import build_model
 from tnerv.train import VideoFrames
 
 DAMAGE = ("truncate", "bitflip", "length", "fill", "garbage", "delete", "duplicate", "swap", "foreign", "junk")
-CRAFTED = ("header-field", "tensor-shape", "section-field", "payload", "crafted-swap", "header-json")
+CRAFTED = (
+    "header-field", "tensor-shape", "section-field", "payload", "crafted-swap", "header-json",
+    "nonfinite-step", "table-bomb", "frame-bomb", "work-header",
+)
 KINDS = DAMAGE + CRAFTED
 OUTCOMES = (
-    "refused", "decoded unchanged", "decoded a valid file", "silent wrong decode", "crash", "abort", "hang"
+    "refused", "decoded unchanged", "decoded a valid file", "silent wrong decode", "over cap", "crash", "abort",
+    "hang",
 )
-BAD = ("silent wrong decode", "crash", "abort", "hang")
+BAD = ("silent wrong decode", "over cap", "crash", "abort", "hang")
 SEED_MODELS = ("tnerv", "hnerv", "ffnerv", "nerv")
 FRAMES, HEIGHT, WIDTH, SIZE = 8, 32, 64, 12_000
 DECODED = 4  # frames decoded per mutant (a frame range, as `tnerv decode --frames 0:4`)
@@ -87,7 +109,17 @@ def write_seed(model: str, folder: Path, weights_seed: int) -> Path:
 
 def decoded(path: Path) -> torch.Tensor:
     """The first frames a file decodes to, as uint8 (what `tnerv decode` writes)."""
+    return as_uint8(decoded_float(path))
+
+
+def decoded_float(path: Path) -> torch.Tensor:
+    """The first frames a file decodes to, as the decoder gives them (float, before any rounding)."""
     frames, _, _ = decode_frames(path, 0, DECODED, max_memory=MAX_MEMORY)
+    return frames
+
+
+def as_uint8(frames: torch.Tensor) -> torch.Tensor:
+    """Frames in [0, 1] as the 8-bit values written."""
     return torch.round(frames.clamp(0, 1) * 255).to(torch.uint8)
 
 
@@ -202,6 +234,79 @@ def mutate_payload(body: bytes, rng: random.Random) -> bytes:
     return head + payload
 
 
+def one_symbol_body(step: float, offset: float, qmin: int = 0) -> bytes:
+    """A tensor section whose table has one symbol: no payload, every value qmin * step - offset."""
+    return struct.pack("<ffiI", step, offset, qmin, 1) + struct.pack("<H", 2**16 - 1)  # count 2^16, minus one
+
+
+def nonfinite_quantiser(bodies: list[bytes], rng: random.Random) -> list[bytes]:
+    """Sections whose values are not finite (a step or offset near float32's largest), or finite values
+    at a writer's bound (2^16 everywhere) that make the frames overflow."""
+    if rng.random() < 0.25:
+        return [one_symbol_body(2.0**16, 0.0, 1) for _ in bodies]
+    bodies = list(bodies)
+    i = rng.randrange(len(bodies))
+    step, offset, qmin, entries = struct.unpack_from("<ffiI", bodies[i])
+    if rng.random() < 0.5:
+        step = rng.choice([3e38, 1e30, 1e20, 2.0**17])
+    else:
+        offset = rng.choice([3e38, -3e38, 1e30, 2.0**17])
+    bodies[i] = struct.pack("<ffiI", step, offset, qmin, entries) + bodies[i][16:]
+    return bodies
+
+
+def with_config(header: dict, bodies: list[bytes], changes: dict, video: dict | None = None) -> tuple[dict, list[bytes]]:
+    """The header with its config changed (and its video), listing the tensors of the new config's
+    decoder: a tensor of unchanged shape keeps its section, every other gets a one-symbol table (no
+    payload): a small file that declares a large model. The header alone if the config does not build."""
+    model = header["model"]
+    header = {**header, "video": {**header["video"], **(video or {})}}
+    try:
+        config = make_config(model, {**header["config"], **changes})
+        shapes = transmitted_shapes(model, config)
+    except (TnervError, ValueError, TypeError):
+        return {**header, "config": {**header["config"], **changes}}, bodies
+    old = {e["name"]: (tuple(e["shape"]), body) for e, body in zip(header["tensors"], bodies)}
+    tensors, new_bodies = [], []
+    for name, (shape, component) in shapes.items():
+        tensors.append({"name": name, "shape": list(shape), "component": component})
+        if name in old and old[name][0] == shape:
+            new_bodies.append(old[name][1])
+        else:
+            step, offset, qmin, _ = struct.unpack_from("<ffiI", old[name][1]) if name in old else (1.0, 0.0, 0, 0)
+            new_bodies.append(one_symbol_body(step, offset, qmin))
+    return {**header, "config": config_to_dict(config), "tensors": tensors}, new_bodies
+
+
+def widened(config: dict, factor: int) -> dict:
+    """The config's channel widths (fields named *dim*, *channels*, *hidden*) times `factor`."""
+    def scale(value):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value * factor
+        if isinstance(value, list):
+            return [scale(v) for v in value]
+        return value
+    return {k: scale(v) for k, v in config.items() if any(t in k for t in ("dim", "channels", "hidden"))}
+
+
+def bomb(header: dict, bodies: list[bytes], kind: str, rng: random.Random) -> tuple[dict, list[bytes]]:
+    """A table bomb (widths up to 300x), a frame bomb (frames 4x-16x larger, or 4096x8192) or a header
+    declaring more work per output pixel (a model frame larger than the video, many more frames)."""
+    config, video = header["config"], header["video"]
+    if kind == "table-bomb":
+        return with_config(header, bodies, widened(config, rng.choice([8, 30, 100, 300])))
+    if kind == "frame-bomb":
+        k = rng.choice([2, 4, 128])  # 128: 32x64 -> 4096x8192
+        size = {"height": config["height"] * k, "width": config["width"] * k}
+        return with_config(header, bodies, size, {"height": video["height"] * k, "width": video["width"] * k})
+    roll = rng.random()
+    if roll < 0.5:  # the model's frame larger than the video it is cropped to
+        k = rng.choice([2, 3, 4, 16])
+        return with_config(header, bodies, {"height": config["height"] * k, "width": config["width"] * k})
+    k = rng.choice([10, 1000, 100_000])
+    return with_config(header, bodies, {"num_frames": config["num_frames"] * k}, {"num_frames": video["num_frames"] * k})
+
+
 def mutant(seed: Seed, foreign: bytes, kind: str, rng: random.Random) -> bytes:
     """One mutant of a seed file."""
     data = seed.data
@@ -257,14 +362,18 @@ def mutant(seed: Seed, foreign: bytes, kind: str, rng: random.Random) -> bytes:
     elif kind == "crafted-swap":
         i, j = rng.sample(range(len(bodies)), 2)
         bodies[i], bodies[j] = bodies[j], bodies[i]
+    elif kind == "nonfinite-step":
+        bodies = nonfinite_quantiser(bodies, rng)
+    elif kind in ("table-bomb", "frame-bomb", "work-header"):
+        header, bodies = bomb(header, bodies, kind, rng)
     if kind == "header-json":
         bad = rng.choice([b"", b"{", b"[]", b"null", b'{"tensors": 5}', rng.randbytes(64), b"[" * 100000])
         return _with_header_body(data, bad)
+    header_body = json.dumps(header, separators=(",", ":")).encode()  # as the writer writes it
     try:
-        header_body = json.dumps(header).encode()
         return frame_sections(header, header_body, bodies)
     except (AttributeError, KeyError, TypeError, ValueError):  # a tensor list that lost its names
-        return _with_header_body(data, json.dumps(header).encode())
+        return _with_header_body(data, header_body)
 
 
 def _with_header_body(data: bytes, body: bytes) -> bytes:
@@ -283,16 +392,112 @@ def run_case(data: bytes, reference: torch.Tensor, crafted: bool, folder: Path) 
     """The outcome of decoding and inspecting one mutant (in the worker)."""
     path = folder / "mutant.tnrv"
     path.write_bytes(data)
+    base = start_peak()
+    outcome = frames = None
     try:
         inspect_file(path)
-        frames = decoded(path)
+        frames = decoded_float(path)
     except TnervError as exc:
-        return "refused" if "\n" not in str(exc) else "crash"
+        outcome = "refused" if "\n" not in str(exc) else "crash"
     except Exception:  # noqa: BLE001 - anything else is what the fuzzer looks for
-        return "crash"
-    if frames.shape == reference.shape and torch.equal(frames, reference):
+        outcome = "crash"
+    if peak_growth(base) > MAX_MEMORY:
+        return "over cap"
+    if outcome is not None:
+        return outcome
+    finite = bool(torch.isfinite(frames).all())
+    if finite and frames.shape == reference.shape and torch.equal(as_uint8(frames), reference):
         return "decoded unchanged"
-    return "decoded a valid file" if crafted else "silent wrong decode"
+    if not crafted:
+        return "silent wrong decode"
+    return "decoded a valid file" if valid_file_problem(path, frames) is None else "silent wrong decode"
+
+
+def valid_file_problem(path: Path, frames: torch.Tensor) -> str | None:
+    """Why a crafted file that decoded to `frames` is not a valid file, or None if it is one: every
+    section's quantiser within the writers' ranges, finite frames, and the same bytes from tnerv's
+    writer given the decoded model. Checked here apart from the decoder: what it let through is what
+    is being judged."""
+    data = path.read_bytes()
+    try:
+        header, _, bodies = parts(data)
+        for entry, body in zip(header["tensors"], bodies):
+            problem = quantiser_problem(body)
+            if problem:
+                return f"tensor {entry['name']!r}: {problem}"
+        if not bool(torch.isfinite(frames).all()):
+            return "its frames are not finite"
+        if rewritten(path, header, bodies, folder=path.parent) != data:
+            return "tnerv's writer writes other bytes for the model it decodes to"
+    except Exception as exc:  # noqa: BLE001 - a file the check cannot even read is no valid file
+        return f"the check failed: {type(exc).__name__}: {exc}"
+    return None
+
+
+# The writers' ranges (docs/bitstream.md, "Field bounds"), restated here so that the check does not
+# use the decoder's own code.
+WRITER_MIN_STEP, WRITER_MAX_VALUE, WRITER_MAX_SYMBOL = 2.0**-64, 2.0**16, 2**24
+
+
+def quantiser_problem(body: bytes) -> str | None:
+    """Why a tensor section's quantiser is outside every writer's range, or None."""
+    step, offset, qmin, entries = struct.unpack_from("<ffiI", body)
+    qmax = qmin + entries - 1
+    if not (math.isfinite(step) and math.isfinite(offset) and WRITER_MIN_STEP <= step <= WRITER_MAX_VALUE):
+        return f"step {step:g}, offset {offset:g}"
+    if qmin < -WRITER_MAX_SYMBOL or qmax > WRITER_MAX_SYMBOL:
+        return f"symbols {qmin}..{qmax}"
+    if max(abs(qmin * step - offset), abs(qmax * step - offset)) > WRITER_MAX_VALUE:
+        return f"values beyond 2^16 (step {step:g}, offset {offset:g}, symbols {qmin}..{qmax})"
+    return None
+
+
+def rewritten(path: Path, header: dict, bodies: list[bytes], folder: Path) -> bytes:
+    """The bytes tnerv's writer writes for the model a file decodes to: its tensors quantised again
+    with the file's steps and offsets (as the writers round) and coded with the file's tables."""
+    decoder, _ = decoder_from_file(path, "cpu", MAX_MEMORY, DECODED)
+    state = decoder.transmitted_state()
+    quantized, tables, components = {}, {}, {}
+    for entry, body in zip(header["tensors"], bodies):
+        name = entry["name"]
+        step, offset, qmin, entries = struct.unpack_from("<ffiI", body)
+        counts = np.frombuffer(body[16 : 16 + 2 * entries], dtype="<u2").astype(np.uint32) + 1
+        symbols = torch.round((state[name].float() + offset) / step).long()
+        quantized[name] = QuantizedTensor(symbols, step, offset)
+        tables[name], components[name] = (qmin, counts), entry["component"]
+    model = header["model"]
+    config = config_to_dict(make_config(model, header["config"]))
+    extra = {k: v for k, v in header.items() if k not in ("tnerv_version", "model", "config", "video", "tensors")}
+    out = folder / "rewritten.tnrv"
+    write_model_file(out, model, config, header["video"], quantized, components, lambda n, _: tables[n], extra)
+    return out.read_bytes()
+
+
+_LIBC = ctypes.CDLL(None)
+
+
+def start_peak() -> int:
+    """Starts measuring a case's memory: freed heap returned to the system (malloc_trim), the peak
+    resident size reset (/proc/self/clear_refs); returns the resident size now. Where the peak cannot be
+    reset, the growth is counted from the process's earlier peak (ru_maxrss), which can only undercount."""
+    _LIBC.malloc_trim(0)
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return _status("VmRSS")
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def peak_growth(base: int) -> int:
+    """Bytes by which the process's peak resident size exceeds `base` (from start_peak)."""
+    try:
+        return _status("VmHWM") - base
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
+
+
+def _status(key: str) -> int:
+    return int(re.search(rf"{key}:\s+(\d+) kB", Path("/proc/self/status").read_text()).group(1)) * 1024
 
 
 def _worker(connection, folder: str) -> None:

@@ -631,7 +631,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--max-memory", type=_memory, metavar="SIZE",
-        help="refuse a file whose decoding needs more memory than this, e.g. 8G (default: this machine's memory)",
+        help="refuse a file whose decoding needs more memory than this, e.g. 8G (default: 4G, or this machine's memory if less)",
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.add_argument("--json", action="store_true")

@@ -23,6 +23,7 @@ from tnerv.metrics import QualityReport, bits_per_pixel, psnr
 from tnerv.models import VideoINR, config_to_dict, load_preset, model_class
 from tnerv.models.auto import DEFAULT_MODEL
 from tnerv.models.execution import FP32, ExecutionPath, candidate_paths
+from tnerv.models.sizing import machine_memory
 from tnerv.models.nnpack import fallbacks as nnpack_fallbacks
 from tnerv.parallel import launched_by_torchrun
 from tnerv.runs import VideoSpec, fit_run, load_frames, load_run, read_run
@@ -134,7 +135,8 @@ def export_model(
 def decoded_quality(path: str | Path, frames: VideoFrames, batch_size: int = 4) -> QualityReport:
     """PSNR and MS-SSIM of a file's decoded 8-bit frames (what `tnerv decode` writes) against the
     original frames."""
-    decoder, _ = decoder_from_file(path, frames.data.device)
+    # The encoder's own file, held a batch at a time: capped by this machine, not the untrusted default.
+    decoder, _ = decoder_from_file(path, frames.data.device, machine_memory(), batch_size, batch_size)
     return evaluate(decoder, frames, batch_size, as_uint8=True)
 
 

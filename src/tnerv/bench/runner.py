@@ -31,7 +31,7 @@ from tnerv.metrics import psnr
 from tnerv.models import config_to_dict, list_models, model_class
 from tnerv.models.base import VideoINR
 from tnerv.models.settings import cpu_config, setting_config
-from tnerv.models.sizing import split_of
+from tnerv.models.sizing import machine_memory, split_of
 from tnerv.models.tnerv import ABLATIONS
 from tnerv.runs import RUN_FILE, VideoSpec, fit_run, load_frames, load_run, write_json_atomic
 from tnerv.train import VideoFrames, pick_device
@@ -354,7 +354,10 @@ class BenchRun:
             spec, path, unit.model, preset, lam=unit.lam, model_overrides=model_config(unit, self.protocol, len(frames)),
             train_overrides=train, run_dir=run_dir, resume=(run_dir / RUN_FILE).exists(), progress=self.progress,
         )
-        fps, frame = timed_decode(lambda: decoder_from_file(path, device)[0], result.num_frames, keep, device)
+        # Its own file: capped by this machine's memory, not the default for untrusted files.
+        fps, frame = timed_decode(
+            lambda: decoder_from_file(path, device, machine_memory(), 1, 1)[0], result.num_frames, keep, device
+        )
         record.update(
             psnr=result.psnr, ms_ssim=result.ms_ssim, ms_ssim_variant=result.ms_ssim_variant, bpp=result.bpp,
             num_bytes=result.num_bytes, bytes_by_component=result.bytes_by_component,

@@ -31,6 +31,14 @@ _INDEX = struct.Struct("<I")
 HEADER_NAME = "header"  # the name the header section's checksum covers
 SECTION_OVERHEAD = _SECTION.size + _CRC.size  # bytes a section adds around its body
 _TENSOR_FIXED = struct.Struct("<ffiI")  # step, offset (float32), qmin, number of table entries
+# What a tnerv writer can put in a tensor section (docs/bitstream.md, "Field bounds"): the values it
+# dequantises to, q * step - offset for every symbol of its table, lie within +-MAX_VALUE (trained
+# weights, grids and embeddings measure below 3; 2^16 leaves a wide margin); symbols within +-2^24,
+# which float32 (the dequantisation's arithmetic) holds exactly; a step of at least MIN_STEP (the
+# writers' smallest is 1e-8 / (2^16 - 1), a constant tensor's at 16 bits; learned steps move from there).
+MAX_VALUE = 2.0**16
+MAX_SYMBOL = 2**24
+MIN_STEP = 2.0**-64
 
 
 class BitstreamError(TnervError):
@@ -67,15 +75,32 @@ class TensorSection:
         if end > len(body) or entries == 0:
             raise ValueError("frequency table does not fit the section")
         counts = np.frombuffer(body[start:end], dtype="<u2").astype(np.uint32) + 1
-        if not (math.isfinite(step) and step > 0 and math.isfinite(offset)):
-            raise ValueError(f"quantiser step {step} and offset {offset} must be finite, the step positive")
         if int(counts.sum(dtype=np.int64)) != 1 << PRECISION:
             raise ValueError(f"the frequency table sums to {int(counts.sum(dtype=np.int64))}, not 2^{PRECISION}")
-        if qmin + entries - 1 > np.iinfo(np.int32).max:
-            raise ValueError(f"symbols {qmin}..{qmin + entries - 1} overflow 32 bits")
+        check_quantiser(step, offset, qmin, entries)
         if (len(body) - end) % 4:
             raise ValueError("a range-coded payload is a whole number of 32-bit words")
         return cls(step, offset, qmin, counts, body[end:])
+
+
+def check_quantiser(step: float, offset: float, qmin: int, entries: int) -> None:
+    """Raises ValueError unless a section's quantiser lies within what a tnerv writer produces: a step
+    in [MIN_STEP, MAX_VALUE], symbols qmin .. qmin + entries - 1 within +-MAX_SYMBOL, and every value
+    they dequantise to (q * step - offset, extreme at either end) within +-MAX_VALUE."""
+    if not (math.isfinite(step) and math.isfinite(offset)):
+        raise ValueError(f"quantiser step {step:g} and offset {offset:g} must be finite")
+    if not MIN_STEP <= step <= MAX_VALUE:
+        raise ValueError(f"quantiser step {step:g} is outside a writer's range [2^-64, 2^16]")
+    qmax = qmin + entries - 1
+    if qmin < -MAX_SYMBOL or qmax > MAX_SYMBOL:
+        raise ValueError(f"symbols {qmin}..{qmax} are outside a writer's range -2^24..2^24")
+    # In float64, the float32 arithmetic's values to within its rounding: exact enough for a bound.
+    extreme = max(abs(qmin * step - offset), abs(qmax * step - offset))
+    if extreme > MAX_VALUE:
+        raise ValueError(
+            f"symbols {qmin}..{qmax} with step {step:g} and offset {offset:g} dequantise to values up to "
+            f"{extreme:g}, outside a writer's range +-2^16"
+        )
 
 
 def section_checksum(index: int, name: str, framed: bytes, previous: int) -> int:

@@ -12,13 +12,13 @@ import numpy as np
 import torch
 
 import tnerv
-from tnerv.codec.bitstream import BitstreamError, TensorSection, read_file, write_file
+from tnerv.codec.bitstream import BitstreamError, TensorSection, check_quantiser, read_file, write_file
 from tnerv.codec.entropy import decode_symbols, encode_symbols
 from tnerv.codec.quantize import QuantizedTensor
 from tnerv.errors import TnervError, short_repr
 from tnerv.models import ModelConfig, VideoINR, list_models, make_config, model_class
 from tnerv.models.base import TRANSMITTED_COMPONENTS
-from tnerv.models.sizing import machine_memory, transmitted_shapes
+from tnerv.models.sizing import decode_footprint, default_memory_cap, transmitted_shapes
 
 TableFor = Callable[[str, np.ndarray], tuple[int, np.ndarray]]
 """Gives (qmin, frequency table) for a tensor's name and symbols."""
@@ -52,6 +52,10 @@ def write_model_file(
         qmin, counts = table_for(name, symbols)
         if symbols.size and (symbols.min() < qmin or symbols.max() >= qmin + len(counts)):
             raise TnervError(f"the frequency table of {name} does not cover its symbols")
+        try:  # a file that its own decoder would refuse is never written
+            check_quantiser(q.step, q.offset, qmin, len(counts))
+        except ValueError as exc:
+            raise TnervError(f"tensor {name} cannot be written: {exc}") from None
         sections.append(TensorSection(q.step, q.offset, qmin, counts, encode_symbols(symbols, qmin, counts)))
         entries.append({"name": name, "shape": list(q.symbols.shape), "component": components[name]})
     header = {
@@ -74,6 +78,36 @@ def write_model_file(
 # Bytes a decoder holds per transmitted value while it rebuilds a model: the decoded symbol (int64),
 # its check (int32), the dequantised value and the model's parameter (float32 each).
 BYTES_PER_VALUE = 20
+# Bytes a decode holds per decoded frame value (3 x H x W each): the batches' float32 outputs, their
+# concatenation (float32) and the 8-bit frames written.
+BYTES_PER_FRAME_VALUE = 9
+# The decoder's traced activations (`decode_footprint`) times this is what its process grows by: glibc's
+# heap keeps freed blocks that a larger one cannot reuse, and oneDNN holds buffers of its own
+# (tests/test_decoder_limits.py: the estimate is 0.70-1.37x the measured growth, seven models at three sizes).
+ACTIVATION_FACTOR = 2
+# Transmitted values per file byte above which a file declares more decoding than any writer's file
+# (docs/bitstream.md): 1024 is 1/128 bit per value over the whole file; real files hold 0.2-1.4.
+MAX_VALUES_PER_BYTE = 1024
+# Multiply-accumulates per output pixel per transmitted value above which a file declares more work than
+# a real model of its size: a decoder's layers run at or below the frame's resolution, so each output
+# pixel costs at most about one MAC per weight (times the neighbour frames a flow-guided model decodes);
+# the seven models measure 0.01-0.25.
+MAX_MACS_PER_PIXEL_PER_VALUE = 4
+
+
+# How much larger than the video a model's frame may be, per side (writers pad by at most 6% a side).
+MAX_PADDING = 2
+
+
+def decode_estimate(header: dict[str, Any], config: ModelConfig, num_decoded: int, batch_size: int) -> int:
+    """Bytes that decoding `num_decoded` frames of a file with this (checked) header and config holds at
+    its peak, `batch_size` frames at a time: the transmitted values (BYTES_PER_VALUE each), the decoder's
+    activations (traced on the meta device: `decode_footprint`, times ACTIVATION_FACTOR) and the decoded
+    frames (BYTES_PER_FRAME_VALUE each)."""
+    values = sum(math.prod(entry["shape"]) for entry in header["tensors"])
+    footprint = decode_footprint(header["model"], config, batch_size)
+    frames = num_decoded * 3 * config.height * config.width * BYTES_PER_FRAME_VALUE
+    return values * BYTES_PER_VALUE + ACTIVATION_FACTOR * footprint.activation_bytes + frames
 
 
 def check_header(
@@ -81,13 +115,16 @@ def check_header(
     source: str = "file",
     max_memory: int | None = None,
     num_decoded: int | None = None,
+    batch_size: int = 4,
+    file_bytes: int | None = None,
 ) -> ModelConfig:
     """Checks every field a decoder uses against the file itself before anything is allocated: the
     model and its config (which must build), the video's geometry, and each tensor's name, shape and
     component against the decoder that config describes (each tensor section's own fields were
-    checked as it was read: `TensorSection.from_bytes`); with `max_memory` (bytes), refuses a file
-    whose decoding (of `num_decoded` frames, default all) would need more. Returns the model's config;
-    BitstreamError names the problem."""
+    checked as it was read: `TensorSection.from_bytes`); with `file_bytes`, refuses a file that
+    declares more decoding than a real file of its size (`check_work`); with `max_memory` (bytes),
+    refuses a file whose decoding of `num_decoded` frames (default all), `batch_size` at a time,
+    would need more (`decode_estimate`). Returns the model's config; BitstreamError names the problem."""
 
     def bad(what: str) -> BitstreamError:
         return BitstreamError(f"{source}: {what}")
@@ -122,16 +159,41 @@ def check_header(
     missing = [name for name in expected if name not in listed]
     if missing:
         raise bad(f"tensor {missing[0]!r} of the {model} decoder is missing")
+    if file_bytes is not None:
+        check_work(header, config, file_bytes, bad)
     if max_memory is not None:
-        values = sum(math.prod(shape) for shape, _ in expected.values())
-        frames = (num_decoded or config.num_frames) * 3 * config.height * config.width * 4
-        needed = values * BYTES_PER_VALUE + frames
+        needed = decode_estimate(header, config, num_decoded or config.num_frames, batch_size)
         if needed > max_memory:
             raise bad(
-                f"decoding it needs about {needed / 2**30:.1f} GiB, more than the {max_memory / 2**30:.1f} GiB "
-                "allowed (--max-memory)"
+                f"decoding it needs about {_gib(needed)}, more than the {_gib(max_memory)} allowed "
+                f"(--max-memory; a smaller --batch-size than {batch_size} needs less)"
             )
     return config
+
+
+def _gib(num_bytes: int) -> str:
+    return f"{num_bytes / 2**30:.2f} GiB"
+
+
+def check_work(
+    header: dict[str, Any], config: ModelConfig, file_bytes: int, bad: Callable[[str], BitstreamError]
+) -> None:
+    """Refuses a file (its header checked) that declares far more decoding than a real model of its size
+    could need: more transmitted values per file byte than MAX_VALUES_PER_BYTE, or more multiply-
+    accumulates per output pixel than MAX_MACS_PER_PIXEL_PER_VALUE per transmitted value."""
+    values = sum(math.prod(entry["shape"]) for entry in header["tensors"])
+    if values > MAX_VALUES_PER_BYTE * file_bytes:
+        raise bad(
+            f"it declares {values:,} values in {file_bytes:,} bytes ({values / file_bytes:,.0f} per byte); "
+            f"a tnerv file holds at most {MAX_VALUES_PER_BYTE} per byte"
+        )
+    pixels = header["video"]["height"] * header["video"]["width"]
+    macs = decode_footprint(header["model"], config, 1).macs_per_frame / pixels
+    if macs > MAX_MACS_PER_PIXEL_PER_VALUE * max(values, 1):
+        raise bad(
+            f"it declares {macs:,.0f} multiply-accumulates per output pixel for {values:,} values; a real "
+            f"model of that size needs at most {MAX_MACS_PER_PIXEL_PER_VALUE * values:,}"
+        )
 
 
 def _check_video(video: Any, config: ModelConfig, bad: Callable[[str], BitstreamError]) -> None:
@@ -142,6 +204,10 @@ def _check_video(video: Any, config: ModelConfig, bad: Callable[[str], Bitstream
         raise bad(f"the video's {short_repr(n)} frames are not the model's {config.num_frames}")
     if not (_is_count(h) and _is_count(w) and 1 <= h <= config.height and 1 <= w <= config.width):
         raise bad(f"the video's size {short_repr(w)}x{short_repr(h)} does not fit the model's {config.width}x{config.height}")
+    if config.height > MAX_PADDING * h or config.width > MAX_PADDING * w:
+        # Decoding work and memory follow the model's frame, the output the video's: a writer pads
+        # by at most 6% a side (tnerv.models.auto), so a frame twice the video's is no writer's.
+        raise bad(f"the model's frame {config.width}x{config.height} is more than {MAX_PADDING}x the video's {w}x{h} a side")
     if isinstance(fps, bool) or not isinstance(fps, int | float) or not (math.isfinite(fps) and fps > 0):
         raise bad(f"the video's frame rate {short_repr(fps)} is not a positive number")
 
@@ -151,13 +217,13 @@ def _is_count(value: Any) -> bool:
 
 
 def read_model_file(
-    path: str | Path, max_memory: int | None = None, num_decoded: int | None = None
+    path: str | Path, max_memory: int | None = None, num_decoded: int | None = None, batch_size: int = 4
 ) -> tuple[dict[str, Any], ModelConfig, dict[str, torch.Tensor]]:
     """The header, the model config and the dequantised transmitted state of a .tnrv file (checked
-    by `check_header`; `max_memory` default: this machine's memory)."""
+    by `check_header`; `max_memory` default: `default_memory_cap()`)."""
     header, sections = read_file(path)
-    limit = machine_memory() if max_memory is None else max_memory
-    config = check_header(header, str(path), limit, num_decoded)
+    limit = default_memory_cap() if max_memory is None else max_memory
+    config = check_header(header, str(path), limit, num_decoded, batch_size, Path(path).stat().st_size)
     state = {}
     for index, (entry, section) in enumerate(zip(header["tensors"], sections), start=1):
         shape = entry["shape"]
@@ -166,18 +232,58 @@ def read_model_file(
         except Exception as exc:  # noqa: BLE001 - whatever the entropy coder raises, the section is bad
             raise BitstreamError(f"{path}: section {index} (tensor {entry['name']!r}) cannot be decoded: {exc}") from None
         q = QuantizedTensor(torch.from_numpy(symbols).reshape(shape), section.step, section.offset)
-        state[entry["name"]] = q.dequantize()
+        state[entry["name"]] = check_finite(q.dequantize(), f"tensor {entry['name']!r}", str(path))
     return header, config, state
 
 
+def check_finite(values: torch.Tensor, what: str, source: str = "file") -> torch.Tensor:
+    """`values` if every one is finite; else BitstreamError naming `what` (a tensor, a frame)."""
+    if not bool(torch.isfinite(values).all()):
+        raise BitstreamError(f"{source}: {what} decodes to non-finite values (NaN or infinity)")
+    return values
+
+
+def check_frames(frames: torch.Tensor, first: int, source: str = "file") -> torch.Tensor:
+    """Decoded frames (N, 3, H, W) numbered from `first`, if every value is finite: a frame that is not
+    would be written as black or garbage, so it is refused, naming the first such frame."""
+    bad = (~torch.isfinite(frames)).flatten(1).any(dim=1).nonzero()
+    if len(bad):
+        check_finite(frames[bad[0, 0]], f"frame {first + int(bad[0, 0])}", source)
+    return frames
+
+
 def decoder_from_file(
-    path: str | Path, device: str | torch.device = "cpu", max_memory: int | None = None, num_decoded: int | None = None
+    path: str | Path,
+    device: str | torch.device = "cpu",
+    max_memory: int | None = None,
+    num_decoded: int | None = None,
+    batch_size: int = 4,
 ) -> tuple[VideoINR, dict[str, Any]]:
     """The decoder a .tnrv file describes, rebuilt from the file alone (no preset, no checkpoint);
-    `max_memory` and `num_decoded` (the frames the caller will decode) as in check_header."""
-    header, config, state = read_model_file(path, max_memory, num_decoded)
+    `max_memory`, `num_decoded` (the frames the caller will decode) and `batch_size` (how many at a
+    time) as in check_header."""
+    header, config, state = read_model_file(path, max_memory, num_decoded, batch_size)
     try:
         decoder = model_class(header["model"]).from_transmitted(config, state)
     except (RuntimeError, ValueError, TypeError) as exc:
         raise BitstreamError(f"{path}: its tensors do not load into the decoder: {exc}") from None
+    check_activations(decoder, str(path))
     return decoder.to(device).eval(), header
+
+
+def check_activations(decoder: VideoINR, source: str = "file") -> None:
+    """Makes every layer of a decoder refuse to pass on a non-finite output: the decoder clamps its
+    frames to [0, 1], which turns an infinity into a plausible 0 or 1, so overflow is caught where it
+    happens, naming the layer."""
+    for name, module in decoder.named_modules():
+        if not next(module.children(), None):  # leaves: each value is checked once, where it is made
+            module.register_forward_hook(_finite_output(f"the output of layer {name!r}", source))
+
+
+def _finite_output(what: str, source: str) -> Callable[..., None]:
+    def hook(module: torch.nn.Module, inputs: Any, output: Any) -> None:
+        for value in output if isinstance(output, tuple | list) else (output,):
+            if isinstance(value, torch.Tensor) and value.is_floating_point():
+                check_finite(value, what, source)
+
+    return hook

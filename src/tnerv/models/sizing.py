@@ -6,11 +6,14 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import weakref
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from tnerv.errors import TnervError
 from tnerv.models.base import ENCODER
@@ -157,6 +160,101 @@ def machine_memory() -> int:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
         return 16 << 30
+
+
+# The memory cap of a decode when none is given: a fixed ceiling (or the machine's memory, if smaller),
+# so that a file cannot take a whole machine by default; `tnerv decode --max-memory` raises it.
+DEFAULT_MEMORY_CAP = 4 << 30
+
+
+def default_memory_cap() -> int:
+    """The decoder's memory cap in bytes when none is given: DEFAULT_MEMORY_CAP or this machine's memory."""
+    return min(DEFAULT_MEMORY_CAP, machine_memory())
+
+
+@dataclass(frozen=True)
+class DecodeFootprint:
+    """What decoding a batch of frames asks of a machine, traced on the meta device."""
+
+    activation_bytes: int  # peak bytes of the tensors the decoder's forward holds at once (float32)
+    macs_per_frame: int  # multiply-accumulates of convolutions and matrix products per decoded frame
+
+
+def decode_footprint(model: str, config: Any, batch_size: int) -> DecodeFootprint:
+    """The peak activation memory and the work of decoding `batch_size` frames at a time with a decoder
+    of this config: its evaluation pass (`reconstruct`, which models with neighbour frames use to keep
+    decoded frames) runs on the meta device over three batches, counting every tensor it allocates
+    while it is alive. Nothing is allocated and nothing computed, whatever the config says."""
+    from tnerv.models.registry import create_decoder
+
+    key = (model, repr(config), batch_size)
+    if key not in _FOOTPRINTS:
+        with shapes_only():
+            decoder = create_decoder(model, config).eval()
+        decoder.to("meta")  # buffers that a model builds on the CPU explicitly, too
+        frames = min(config.num_frames, 3 * batch_size)
+        trace = _AllocationTrace()
+        with torch.no_grad(), torch.device("meta"), trace:
+            for _, out in decoder.reconstruct(torch.arange(frames), None, batch_size):
+                del out
+        if len(_FOOTPRINTS) >= _MAX_REMEMBERED:
+            _FOOTPRINTS.clear()
+        _FOOTPRINTS[key] = DecodeFootprint(trace.peak, -(-trace.macs // frames))
+    return _FOOTPRINTS[key]
+
+
+class _AllocationTrace(TorchDispatchMode):
+    """Counts the bytes of the storages that operators allocate while they are alive (their peak), and
+    the multiply-accumulates of convolutions and matrix products. Views and in-place results share a
+    storage already counted; a storage is freed when its last tensor goes (PyTorch keeps one Python
+    object per storage while anything holds it, so a finaliser on it runs when the storage dies)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live = self.peak = self.macs = 0
+        self._counted: set[int] = set()
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        kwargs = kwargs or {}
+        if func is torch.ops.aten._to_copy.default and args[0].is_meta and kwargs.get("device") not in (None, "meta"):
+            # A model reading indices back (`.tolist()`): meta tensors hold no values; any index has the same shapes.
+            return torch.zeros(args[0].shape, dtype=kwargs.get("dtype") or args[0].dtype, device=kwargs["device"])
+        out = func(*args, **kwargs)
+        self.macs += _macs(func, args, out)
+        for tensor in out if isinstance(out, tuple | list) else (out,):
+            if isinstance(tensor, torch.Tensor) and tensor.is_meta:
+                self._count(tensor.untyped_storage())
+        return out
+
+    def _count(self, storage: torch.UntypedStorage) -> None:
+        if id(storage) in self._counted:
+            return
+        size = storage.nbytes()
+        self._counted.add(id(storage))
+        self.live += size
+        self.peak = max(self.peak, self.live)
+        weakref.finalize(storage, self._free, id(storage), size)
+
+    def _free(self, key: int, size: int) -> None:
+        self._counted.discard(key)
+        self.live -= size
+
+
+def _macs(func: Any, args: tuple, out: Any) -> int:
+    """Multiply-accumulates of a convolution or matrix product (0 for other operators)."""
+    if func is torch.ops.aten.convolution.default:
+        x, weight, transposed, groups = args[0], args[1], args[6], args[8]
+        if transposed:  # weight (C_in, C_out / groups, k...): every input value meets C_out / groups kernels
+            return x.numel() * math.prod(weight.shape[1:])
+        return out.numel() * math.prod(weight.shape[1:])
+    if func in (torch.ops.aten.mm.default, torch.ops.aten.bmm.default):
+        return out.numel() * args[0].shape[-1]
+    if func is torch.ops.aten.addmm.default:
+        return out.numel() * args[1].shape[-1]
+    return 0
+
+
+_FOOTPRINTS: dict[tuple[str, str, int], DecodeFootprint] = {}
 
 
 def transmitted_shapes(model: str, config: Any) -> dict[str, tuple[tuple[int, ...], str]]:
