@@ -1,5 +1,6 @@
 """Any video, no preset: geometry and size follow from the frame size and length (tnerv.models.auto)."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -13,14 +14,17 @@ from tnerv.models import create_model, list_models, load_preset
 from tnerv.models.auto import (
     MIN_BUDGET,
     PARAMETERS_PER_PIXEL,
+    _paper_config,
     auto_config,
     choose_geometry,
+    config_for_video,
     default_budget,
     describe,
+    describe_line,
     setting_for,
 )
 from tnerv.models.settings import setting_config
-from tnerv.models.sizing import config_geometry, shapes_only
+from tnerv.models.sizing import config_geometry, shapes_only, split_of, transmitted_size
 from tnerv.runs import VideoSpec, load_frames
 from tnerv.video import pad_frames, write_frames
 
@@ -140,3 +144,86 @@ def test_a_padded_run_evaluates_again_on_the_original_pixels(tmp_path, capsys):
     evaluated = json.loads(capsys.readouterr().out)
     assert evaluated["psnr"] == pytest.approx(fitted["psnr"], abs=1e-4)
     assert load_frames(VideoSpec(str(tmp_path / "frames"))).shape == (2, 3, 17, 23)
+
+
+# The contract at small sizes: frames from 16x16 (odd, 2:1, portrait too), 1 to 300 frames, defaults only.
+SMALL_SIZES = [(16, 16), (36, 64), (64, 64), (90, 160), (17, 31), (32, 64), (64, 36)]
+COUNTS = [1, 2, 50, 100, 300]
+# Each size with two counts and each count with several sizes (the full grid takes minutes on 2 cores),
+# and the cases measured on the old rule: T-NeRV failed at 300 frames of 36x64 ("closest: 77,456") and
+# split 43/24/32 at 100 frames of 64x64 and 37/27/36 at 50 frames of 90x160 (paper 59/16/25).
+GRID = sorted({(size, COUNTS[(i + k) % 5]) for i, size in enumerate(SMALL_SIZES) for k in (0, 2)}
+              | {((36, 64), 300), ((64, 64), 100), ((90, 160), 50)})
+
+
+def paper_split(model: str, height: int, width: int) -> dict[str, float]:
+    """The model's split (fractions) in the paper setting the rule takes for this frame shape."""
+    return split_of(transmitted_size(model, _paper_config(model, setting_for(height, width))))
+
+
+def split_kept_or_explained(model: str, height: int, width: int, info: dict) -> dict[str, float]:
+    """Asserts that every component is within 5 points of its paper share or that the announcement names
+    the share it has and the paper's; returns the gaps (points)."""
+    paper, split = paper_split(model, height, width), split_of(info["parameters"])
+    gaps = {k: 100 * (split[k] - paper[k]) for k in paper}
+    off = [k for k, gap in gaps.items() if abs(gap) > 5]
+    line = describe_line(info)
+    for k in off:
+        assert f"{k} {100 * split[k]:.0f}%" in line and "instead of the paper's" in line, (line, gaps)
+        assert f"{100 * paper[k]:.0f}%" in line.split("instead of the paper's")[1], line
+    return gaps
+
+
+@pytest.mark.parametrize("model", list_models())
+def test_every_model_has_a_default_config_for_small_videos_that_keeps_its_split_or_says_why(model):
+    for (height, width), frames in GRID:
+        config, geometry = config_for_video(model, height, width, frames)  # what fit/encode take without options
+        info = describe(model, config, geometry)
+        split_kept_or_explained(model, height, width, info)
+
+
+def test_tnerv_at_300_frames_of_36x64_takes_the_nearest_size_that_keeps_its_split():
+    # One channel of the 9x16 embeddings of 300 frames is 43,200 parameters, twice the default 20,000.
+    config, geometry = config_for_video("tnerv", 36, 64, 300)
+    info = describe("tnerv", config, geometry)
+    gaps = split_kept_or_explained("tnerv", 36, 64, info)
+    assert max(map(abs, gaps.values())) <= 5
+    line = describe_line(info)
+    assert "the size nearest to the default 20,000 that keeps the paper split" in line and "43,200" in line
+
+
+@pytest.mark.parametrize("height, width, frames", [(64, 64, 100), (90, 160, 50)])
+def test_tnerv_keeps_its_split_at_small_sizes_near_the_default_size(height, width, frames):
+    config, geometry = config_for_video("tnerv", height, width, frames)
+    info = describe("tnerv", config, geometry)
+    assert max(map(abs, split_kept_or_explained("tnerv", height, width, info).values())) <= 5
+    # A split kept by growing far past the default would be no answer: the nearest size is taken.
+    assert info["parameters"]["transmitted"] <= 1.5 * default_budget(frames, height, width)
+
+
+def test_a_split_no_size_keeps_is_announced_with_the_reason():
+    # A reference with 95% embeddings and 1% grids: at 300 frames of 36x64 one channel of the grids is
+    # 32,256 parameters, so no size near the default keeps both shares; the line says so.
+    reference = dataclasses.replace(load_preset("tnerv-12.4m-720p").config(), embed_channels=2000)
+    config, geometry = auto_config("tnerv", 36, 64, 300, reference=reference)
+    line = describe_line(describe("tnerv", config, geometry))
+    split = split_of(transmitted_size("tnerv", config))
+    assert f"grids {100 * split['grids']:.0f}% and embeddings {100 * split['embeddings']:.0f}%" in line
+    assert "instead of the paper's 1% and 95%" in line and "32,256 parameters at one channel" in line
+
+
+def test_dnerv_difference_embedding_stays_small_where_the_content_stream_is_odd():
+    # 90x160 with strides 5,2,1,1,1: the content stream is 45x80 after the first block, which no stride
+    # <= 4 divides; a stride of 5 gives a 9x16 difference embedding, not 45x80 (half the frame's height).
+    config, _ = config_for_video("dnerv", 90, 160, 2)
+    with shapes_only():
+        net = create_model("dnerv", config)
+    assert net.diff_h <= 90 // 8
+
+
+def test_models_for_a_300_frame_36x64_clip(tmp_path, capsys):
+    write_frames(generated_clip(36, 64, 300), tmp_path / "clip")
+    assert main(["models", "--for", str(tmp_path / "clip"), "--model", "tnerv", "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["frames"] == 300 and row["size"] == [36, 64]
+    assert max(map(abs, split_kept_or_explained("tnerv", 36, 64, row).values())) <= 5

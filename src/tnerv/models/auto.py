@@ -11,14 +11,21 @@ The rule (the README states it too, under "The command line"):
    output cropped back: quality is measured on the original pixels). Portrait frames get the
    transposed latent (16x9), square ones a square latent.
 3. **Size.** Without a budget, the paper's setting 1 ratio of parameters to pixels (12.4M for 600
-   frames of 720p), at least `MIN_BUDGET`; where a model cannot reach it keeping its split (coarse
-   width steps, fixed parts), the nearest size it can. A budget the user gives is met within 10%.
+   frames of 720p), at least `MIN_BUDGET`; where a model cannot keep its split within 5 points at
+   that size (grids and embeddings come in whole channels: at 300 frames of 36x64 one channel of
+   T-NeRV's 9x16 embeddings is 43,200 parameters, twice the default size), the size nearest to it
+   (at least `MIN_BUDGET`) at which it does; if the search finds none, the default size with a note
+   that names the shares missed and why. The announcement (`describe_line`) says which it took. A
+   budget the user gives is met within 10%.
 4. **Split.** `derive_config`, the rule the bench's CPU scale uses: each component keeps its share of
    the reference config's budget."""
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -26,13 +33,15 @@ from typing import Any
 from tnerv.errors import TnervError
 from tnerv.models.base import ModelConfig
 from tnerv.models.registry import Preset, make_config, model_class
-from tnerv.models.settings import derive_config, setting_config
+from tnerv.models.settings import ChannelCost, channel_costs, channels_for, derive_config, setting_config
 from tnerv.models.sizing import (
     MAX_STRIDE,
+    SPLIT_COMPONENTS,
     config_geometry,
     solve_ablated_for_budget,
     split_into_strides,
     split_of,
+    transmitted_parts,
     transmitted_size,
 )
 
@@ -44,6 +53,11 @@ MIN_BUDGET = 20_000
 MAX_PADDING = 0.06  # per side, as a fraction of that side
 # Integer widths move a small model's size in steps; the bench's CPU scale allows the same.
 AUTO_TOLERANCE = 0.1
+# Each component keeps its paper share within this (README), or the announcement says why it cannot.
+SPLIT_TOLERANCE = 0.05
+# The sizes searched aim a point inside it: the decoder's integer widths move the total a little.
+_SPLIT_AIM = 0.04
+_SIZE_TRIES = 6  # sizes tried (each a derive_config) before the default size is kept with a note
 
 
 def default_budget(num_frames: int, height: int, width: int) -> int:
@@ -66,6 +80,8 @@ class Geometry:
     coded_height: int
     coded_width: int
     strides: tuple[int, ...]
+    # What the announcement adds where the size or split departs from the rule's default, and why.
+    notes: tuple[str, ...] = ()
 
     @property
     def padded(self) -> bool:
@@ -118,16 +134,90 @@ def auto_config(
         reference = _paper_config(model, setting_for(height, width))
     strides, latent = config_geometry(reference)
     geometry = choose_geometry(height, width, len(strides), min(latent))
-    # A size the user asked for must be met (the error says why it cannot be); a default one is a guide:
-    # the closest size the model reaches keeping its split is taken (integer widths move small models
-    # in coarse steps, and fixed parts such as heads or DNeRV's difference stream set a floor).
-    tolerance = AUTO_TOLERANCE if budget is not None else math.inf
-    size = budget or default_budget(num_frames, height, width)
-    config = derive_config(
-        model, reference, geometry.coded_height, geometry.coded_width, num_frames, size, tolerance,
-        {"strides": geometry.strides},
-    )
-    return config, geometry
+
+    def at(size: int, tolerance: float = math.inf) -> ModelConfig:
+        return derive_config(
+            model, reference, geometry.coded_height, geometry.coded_width, num_frames, size, tolerance,
+            {"strides": geometry.strides},
+        )
+
+    if budget is not None:  # a size the user asked for must be met; the error says why it cannot be
+        return at(budget, AUTO_TOLERANCE), geometry
+    shares = split_of(transmitted_parts(model, reference))
+    config, notes = _default_size(model, at, shares, default_budget(num_frames, height, width))
+    return config, dataclasses.replace(geometry, notes=notes)
+
+
+def split_gaps(model: str, config: ModelConfig, shares: dict[str, float]) -> dict[str, float]:
+    """Each component's share of the config's size minus its paper share (fractions)."""
+    split = split_of(transmitted_parts(model, config))
+    return {k: split[k] - shares[k] for k in split}
+
+
+def _keeps_split(model: str, config: ModelConfig, shares: dict[str, float]) -> bool:
+    return max(map(abs, split_gaps(model, config, shares).values())) <= SPLIT_TOLERANCE
+
+
+def _default_size(
+    model: str, at: Callable[[int], ModelConfig], shares: dict[str, float], default: int
+) -> tuple[ModelConfig, tuple[str, ...]]:
+    """The config at the default size where it keeps the paper split; else at the nearest size that
+    does (channel counts are integers, so grids and embeddings move in steps, and one channel can be
+    more than a small size's share); else at the default size, with a note that says why not."""
+    config = at(default)
+    if _keeps_split(model, config, shares):
+        return config, ()
+    costs = channel_costs(model, config)
+    off = [k for k, gap in split_gaps(model, config, shares).items() if abs(gap) > SPLIT_TOLERANCE and k in costs]
+    # Why the default size cannot keep the split: what one channel of a component that misses its share costs.
+    steps = ", ".join(f"the {k} are {costs[k].fixed + costs[k].per_channel:,} parameters at one channel" for k in off)
+    for size in budgets_keeping_split(costs, shares, default)[:_SIZE_TRIES]:
+        candidate = at(size)
+        if _keeps_split(model, candidate, shares):
+            why = f" ({steps})" if steps else ""
+            return candidate, (f"the size nearest to the default {default:,} that keeps the paper split{why}",)
+    split = split_of(transmitted_parts(model, config))
+    gaps = [k for k, gap in split_gaps(model, config, shares).items() if abs(gap) > SPLIT_TOLERANCE]
+    shares_text = " and ".join(f"{k} {100 * split[k]:.0f}%" for k in gaps)
+    paper_text = " and ".join(f"{100 * shares[k]:.0f}%" for k in gaps)
+    why = f"{steps}, and no" if steps else "no"
+    return config, (f"{shares_text} instead of the paper's {paper_text}: {why} size near "
+                    f"{default:,} keeps every share within {100 * SPLIT_TOLERANCE:.0f} points",)
+
+
+def budgets_keeping_split(costs: dict[str, ChannelCost], shares: dict[str, float], default: int) -> list[int]:
+    """The sizes (at least MIN_BUDGET) at which the channel counts that `derive_config` picks give the
+    grids, the embeddings and the decoder (the rest) their paper shares within _SPLIT_AIM, the nearest
+    to `default` first; none where a share is not sized by a channel count."""
+    if any(shares[k] > 0 and k not in costs for k in SPLIT_COMPONENTS if k != "decoder"):
+        return []
+    parts = [(cost, shares[k]) for k, cost in costs.items() if shares[k] > 0]
+    counts = [range(1, 2 * channels_for(cost, share, default) + 3) for cost, share in parts]
+    found = set()
+    for channels in itertools.product(*counts) if parts else ():
+        low, high = _budget_range(parts, channels, shares["decoder"])
+        if low <= high:
+            found.add(round(min(max(default, low), high)))
+    return sorted(found, key=lambda size: abs(math.log(size / default)))
+
+
+def _budget_range(
+    parts: list[tuple[ChannelCost, float]], channels: tuple[int, ...], decoder_share: float
+) -> tuple[float, float]:
+    """The sizes at which these channel counts are the ones `channels_for` picks and every share is
+    within _SPLIT_AIM of its paper share, as (low, high); empty where low > high."""
+    low, high, inputs = float(MIN_BUDGET), math.inf, 0
+    for (cost, share), count in zip(parts, channels):
+        size = cost.fixed + count * cost.per_channel
+        inputs += size
+        low = max(low, size / (share + _SPLIT_AIM), (size - cost.per_channel / 2) / share if count > 1 else 0)
+        high = min(high, (size + cost.per_channel / 2) / share)
+        if share > _SPLIT_AIM:
+            high = min(high, size / (share - _SPLIT_AIM))
+    low = max(low, inputs / (1 - decoder_share + _SPLIT_AIM))
+    if 1 - decoder_share > _SPLIT_AIM:
+        high = min(high, inputs / (1 - decoder_share - _SPLIT_AIM))
+    return low, high
 
 
 def config_for_video(
@@ -190,6 +280,8 @@ def describe(model: str, config: ModelConfig, geometry: Geometry | None = None) 
         info["grids"] = {"slices": list(config.grid_resolutions), "channels": config.grid_channels}
     if geometry is not None and geometry.padded:
         info["padded_from"] = [geometry.height, geometry.width]
+    if geometry is not None and geometry.notes:
+        info["notes"] = list(geometry.notes)
     return info
 
 
@@ -205,7 +297,8 @@ def describe_line(info: dict[str, Any]) -> str:
         parts.append(f"grids {'/'.join(map(str, grids['slices']))} slices x {grids['channels']} channels")
     padded = f", padded from {info['padded_from'][0]}x{info['padded_from'][1]}" if "padded_from" in info else ""
     split = "/".join(f"{v:.0f}" for v in info["split"].values())
+    notes = "".join(f"; {note}" for note in info.get("notes", ()))
     return (
         f"{info['model']}: {info['frames']} frames of {h}x{w}{padded}; {', '.join(parts)}; "
-        f"{info['parameters']['transmitted']:,} parameters (decoder/grids/embeddings {split}%)"
+        f"{info['parameters']['transmitted']:,} parameters (decoder/grids/embeddings {split}%){notes}"
     )

@@ -22,11 +22,13 @@ from tnerv.errors import TnervError
 from tnerv.models.base import ModelConfig
 from tnerv.models.registry import list_models, load_preset, model_class
 from tnerv.models.sizing import (
+    MAX_STRIDE,
     config_geometry,
     derive_strides,
     scale_width,
     solve_for_budget,
     split_of,
+    transmitted_parts,
     transmitted_size,
 )
 
@@ -197,7 +199,10 @@ def with_geometry(
 
 def _keep_difference_scale(config: ModelConfig, reference: ModelConfig) -> ModelConfig:
     """DNeRV: the fusion block and difference-decoder stride whose difference embedding has the
-    height ratio to the frame closest to the reference's (ties: the reference's fusion block)."""
+    height ratio to the frame closest to the reference's (ties: the reference's fusion block). The
+    stride goes up to MAX_STRIDE, as the content blocks': with 4 at most, a frame whose content stream
+    is 45x80 after its first block (90x160) could only get a difference embedding of 45x80, half the
+    frame's height instead of a 16th, 25 times the parameters per frame."""
     from tnerv.models.dnerv import diff_geometry
 
     ref_strides, ref_latent = config_geometry(reference)
@@ -205,7 +210,7 @@ def _keep_difference_scale(config: ModelConfig, reference: ModelConfig) -> Model
     strides, latent = config_geometry(config)
     best = None
     for fusion in range(len(strides)):
-        for stride in (4, 3, 2, 1):
+        for stride in range(MAX_STRIDE, 0, -1):
             candidate = dataclasses.replace(config, fusion_block=fusion, diff_decoder_stride=stride)
             try:
                 dh = diff_geometry(candidate, strides, latent)[1][0]
@@ -236,13 +241,13 @@ def derive_config(
        of the budget (decoder / grids / embeddings, supplementary C.3), and a model whose decoder has
        parts that another geometry unbalances (NeRV's MLP stem against its convolutions) restores the
        reference's balance (`match_decoder_split`);
-    3. the decoder is scaled (the model's `scale_widths`, or T-NeRV's `scale_config`) to take the rest
+    3. the decoder is scaled (the model's `scale_widths`, or T-NeRV's `fit_decoder`) to take the rest
        of the budget; widths that knob keeps (T-NeRV's Temp. MLP; the encoder side, not transmitted,
        down to HNeRV's width 64) shrink with the square root of the budget below the reference's.
 
     Raises where the budget cannot be met within `tolerance`."""
     cls = model_class(model)
-    ref_counts = transmitted_size(model, reference)
+    ref_counts = transmitted_parts(model, reference)
     shares = split_of(ref_counts)
     config = with_geometry(reference, height, width, num_frames, geometry)
     if hasattr(cls, "match_decoder_split"):
@@ -252,9 +257,9 @@ def derive_config(
         config = _shrink_fixed_widths(config, shrink)
     try:
         cls.scale_widths(config, 1.0)
-    except NotImplementedError:  # T-NeRV: its budget-aware knob takes the shares
-        scaled = cls.scale_config(config, budget, shares)
-        reached = transmitted_size(model, scaled)["transmitted"]
+    except NotImplementedError:  # T-NeRV: the channels as below, then its decoder knob takes the rest
+        config = dataclasses.replace(config, **_fit_channels(model, config, shares, budget))
+        scaled, reached = cls.fit_decoder(config, budget)
         if abs(reached / budget - 1) > tolerance:
             raise TnervError(
                 f"{model} cannot be scaled to {budget:,} parameters at {height}x{width}, {num_frames} frames "
@@ -296,19 +301,41 @@ def _shrink_fixed_widths(config: ModelConfig, factor: float) -> ModelConfig:
     return dataclasses.replace(config, **changes)
 
 
+@dataclass(frozen=True)
+class ChannelCost:
+    """A component whose size is linear in a channel count: fixed + channels * per_channel parameters."""
+
+    field: str
+    fixed: int  # what does not depend on the count (DNeRV's difference embeddings)
+    per_channel: int
+
+
+def channel_costs(model: str, config: ModelConfig) -> dict[str, ChannelCost]:
+    """The grids' and embeddings' sizes as linear functions of their channel counts (component ->
+    cost), for the components that this config has and a channel count sizes."""
+    costs = {}
+    for field, component in _CHANNEL_FIELDS.items():
+        if not hasattr(config, field):
+            continue
+        one, two = (transmitted_parts(model, dataclasses.replace(config, **{field: c}))[component] for c in (1, 2))
+        if two - one > 0:
+            costs[component] = ChannelCost(field, one - (two - one), two - one)
+    return costs
+
+
+def channels_for(cost: ChannelCost, share: float, budget: float) -> int:
+    """The channel count whose size is the closest to `share` of `budget` (at least one)."""
+    return max(1, round((share * budget - cost.fixed) / cost.per_channel))
+
+
 def _fit_channels(model: str, config: ModelConfig, shares: dict[str, float], budget: int) -> dict[str, Any]:
     """The channel counts of the grids and embeddings whose sizes are the closest to their shares of
     the budget (each component's size is linear in its channel count)."""
-    fixed: dict[str, Any] = {}
-    for field, component in _CHANNEL_FIELDS.items():
-        if not hasattr(config, field) or shares[component] == 0:
-            continue
-        one, two = (transmitted_size(model, dataclasses.replace(config, **{field: c}))[component] for c in (1, 2))
-        per_channel = two - one
-        if per_channel <= 0:
-            continue
-        fixed[field] = max(1, round((shares[component] * budget - (one - per_channel)) / per_channel))
-    return fixed
+    return {
+        cost.field: channels_for(cost, shares[component], budget)
+        for component, cost in channel_costs(model, config).items()
+        if shares[component] > 0
+    }
 
 
 def size_table(

@@ -143,14 +143,25 @@ def transmitted_size(model: str, config: Any) -> dict[str, int]:
     """Parameter counts by component of a model config, built on the meta device (no memory, fast).
     Counts are remembered per config: the size solvers ask again for configs they have built before
     (widths are integers, so many scale factors give the same config)."""
-    from tnerv.models.registry import create_model
+    return _remembered_counts(model, config, with_encoder=True)
 
-    key = (model, repr(config))
+
+def transmitted_parts(model: str, config: Any) -> dict[str, int]:
+    """The transmitted counts alone (decoder, grids, embeddings, transmitted; encoder 0), from the
+    decoder side: what the size solvers ask for, built several times faster than the whole model."""
+    return _remembered_counts(model, config, with_encoder=False)
+
+
+def _remembered_counts(model: str, config: Any, with_encoder: bool) -> dict[str, int]:
+    from tnerv.models.registry import create_decoder, create_model
+
+    key = (model, with_encoder, repr(config))
     if key not in _SIZES:
         if len(_SIZES) >= _MAX_REMEMBERED:
             _SIZES.clear()
         with shapes_only():
-            _SIZES[key] = create_model(model, config).parameter_counts()
+            built = create_model(model, config) if with_encoder else create_decoder(model, config)
+            _SIZES[key] = built.parameter_counts()
     return dict(_SIZES[key])
 
 
@@ -267,7 +278,7 @@ def transmitted_shapes(model: str, config: Any) -> dict[str, tuple[tuple[int, ..
     return {k: (tuple(v.shape), decoder.component_of(k)) for k, v in state.items() if decoder.component_of(k) != ENCODER}
 
 
-_SIZES: dict[tuple[str, str], dict[str, int]] = {}
+_SIZES: dict[tuple[str, bool, str], dict[str, int]] = {}
 _MAX_REMEMBERED = 10_000
 
 
@@ -300,7 +311,7 @@ def solve_for_budget(
     cls = model_class(model)
 
     def size(cfg: Any) -> int:
-        return transmitted_size(model, cfg)["transmitted"]
+        return transmitted_parts(model, cfg)["transmitted"]
 
     try:
         (knob or cls.scale_widths)(config, 1.0)
