@@ -368,13 +368,14 @@ def probe_ranges(num_frames: int, batch_size: int) -> list[tuple[int, int]]:
     return [(b * batch_size, min((b + 1) * batch_size, num_frames)) for b in sorted({0, batches // 2, batches - 1})]
 
 
-def worst_frame(trial: torch.Tensor, expected: torch.Tensor) -> tuple[float, int]:
-    """The lowest per-frame PSNR (dB) between two decodes' 8-bit frames, and that frame's position: inf
-    when every frame is identical, NaN (and the first such frame) when a frame is not finite."""
+def worst_frame(trial: torch.Tensor, expected: torch.Tensor, first: int = 0) -> tuple[float, int]:
+    """The lowest per-frame PSNR (dB) between two decodes' 8-bit frames of frames first, first + 1, ...,
+    and that frame: inf when every frame is identical, NaN (and the first such frame) when a frame is not
+    finite."""
     values = psnr(round_to_8bit(trial), round_to_8bit(expected))
     bad = values.isnan().nonzero()
     i = int(bad[0]) if len(bad) else int(values.argmin())
-    return values[i].item(), i
+    return values[i].item(), first + i
 
 
 def _trial(name: str, worst_db: float, frame: int) -> tuple[bool, dict[str, Any], str]:
@@ -409,16 +410,17 @@ def choose_decode_path(
         return reference, {**reference.to_dict(), "reason": reason}
     num_frames = header["video"]["num_frames"]
     ranges = probe_ranges(num_frames, batch_size)
+    expected = [decode_range(decoder, header, a, b, batch_size, reference, source) for a, b in ranges]
 
-    def probe(path: ExecutionPath) -> torch.Tensor:
-        return torch.cat([decode_range(decoder, header, a, b, batch_size, path, source) for a, b in ranges])
+    def worst(path: ExecutionPath) -> tuple[float, int]:  # one batch of the path's frames held at a time
+        found = [worst_frame(decode_range(decoder, header, a, b, batch_size, path, source), frames, a)
+                 for (a, b), frames in zip(ranges, expected)]
+        return next((f for f in found if math.isnan(f[0])), None) or min(found)
 
-    expected = probe(reference)
-    frames = [i for a, b in ranges for i in range(a, b)]  # the video's frame at each compared position
     chosen, verdicts, trials = reference, [], {}
     for path in fast:  # the first (fastest) that agrees is taken
-        worst_db, at = worst_frame(probe(path), expected)
-        kept, trials[path.describe()], sentence = _trial(path.describe(), worst_db, frames[at])
+        worst_db, frame = worst(path)
+        kept, trials[path.describe()], sentence = _trial(path.describe(), worst_db, frame)
         verdicts.append(sentence)
         if kept:
             chosen = path
