@@ -1,6 +1,9 @@
+import copy
 import json
 import math
+import random
 
+import numpy as np
 import pytest
 import torch
 
@@ -107,7 +110,8 @@ def test_fit_follows_the_reference_loop_step_for_step(tiny_clip):
     batches; HNeRV's escape from the mean frame on bikes depends on them, see the parity benchmark.)"""
     config = {"height": 32, "width": 64, "num_frames": 8, "strides": "auto", "num_blocks": 3,
               "target_latent_height": 4, "embed_channels": 8, "encoder_width": 16, "channels": 24}
-    recipe = TrainConfig(epochs=5, batch_size=2, lr=1e-3, betas=(0.9, 0.999), warmup=0.1, loss="l2", eval_every=5)
+    recipe = TrainConfig(epochs=5, batch_size=2, lr=1e-3, betas=(0.9, 0.999), warmup=0.1, loss="l2", eval_every=5,
+                         seed=1)
     seed_everything(1)
     ours = create_model("hnerv", config)
     fit(ours, tiny_clip, recipe, progress=False)
@@ -129,3 +133,39 @@ def test_fit_follows_the_reference_loop_step_for_step(tiny_clip):
             optimizer.step()
     for (name, a), b in zip(ours.named_parameters(), reference.parameters()):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("wrapped", [False, True])
+def test_the_frame_order_follows_the_seed_not_earlier_draws(tiny_clip, wrapped):
+    """fit honours config.seed: the caller drawing random numbers between building and fitting changes
+    nothing (before, the order came from whatever state the caller left; a wrapper's own draws, here
+    EntropyConstrained's densities, are replayed too)."""
+    from tnerv.codec.constrained import EntropyConstrained
+
+    config = TrainConfig(epochs=2, batch_size=2, lr=2e-3, eval_every=2, seed=5)
+    seed_everything(5)
+    model = tiny_nerv(tiny_clip, seed=5)
+    if wrapped:
+        model = EntropyConstrained(model, 0.1, lambda_start=0.5)
+    other = copy.deepcopy(model)  # the same initial weights
+    fit(model, tiny_clip, config, progress=False)
+    torch.rand(100), np.random.rand(), random.random()  # the caller draws before its second fit
+    fit(other, tiny_clip, config, progress=False)
+    for (name, a), b in zip(model.state_dict().items(), other.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_fresh_copy_replays_the_draws_of_a_build():
+    from tnerv.codec.constrained import EntropyConstrained
+
+    config = load_preset("nerv-s-cpu").config(height=32, width=64, num_frames=8, stem_dims=(32,), channels=8)
+    seed_everything(3)
+    model = EntropyConstrained(create_model("nerv", config), 0.1)
+    after_build = torch.get_rng_state()
+    torch.rand(7)
+    seed_everything(3)
+    copy_ = model.fresh_copy()
+    assert torch.equal(torch.get_rng_state(), after_build)
+    assert type(copy_) is EntropyConstrained and copy_.model is not model.model
+    for (name, a), b in zip(model.state_dict().items(), copy_.state_dict().values()):
+        assert torch.equal(a, b), name

@@ -278,6 +278,7 @@ def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "eval_every": args.eval_every,
         "seed": args.seed, "device": args.device, "precision": args.precision, "loss": args.loss,
         "channels_last": args.channels_last or None, "nnpack": args.nnpack or None,
+        "restart_on_collapse": args.restart_on_collapse,
     }.items() if v is not None}
     train.update(args.train_set or [])
     if "eval_every" in train:
@@ -537,6 +538,11 @@ def _add_training_args(p: argparse.ArgumentParser, overwrite_help: str, resume_h
     p.add_argument("--loss", choices=["l2", "fusion"])
     p.add_argument("--eval-every", type=_positive_int, help="epochs between evaluations and checkpoints")
     p.add_argument("--seed", type=_count_from_zero)
+    p.add_argument(
+        "--restart-on-collapse", type=_count_from_zero, metavar="N",
+        help="if the PSNR is within 1 dB of the mean frame's after a quarter of the epochs, start over with the "
+             "next seed, up to N times (default 0: say so and go on)",
+    )
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, ...")
     p.add_argument(
         "--precision", choices=["fp32", "bf16", "fp64"],

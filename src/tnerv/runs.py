@@ -96,6 +96,9 @@ class RunResult:
     epochs: int
     train_seconds: float
     chosen: dict[str, Any] | None = None  # the config chosen for the video (`tnerv.models.auto.describe`)
+    collapsed: dict[str, Any] | None = None  # the fit's collapse verdict (`tnerv.train.FitResult`), None if none
+    seed: int | None = None  # the seed of the fit kept (the run's, plus one per restart after a collapse)
+    restarts: list[dict[str, Any]] | None = None  # the seeds abandoned for a collapse, and their verdicts
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for result.json and --json output."""
@@ -215,6 +218,9 @@ def fit_run(
         epochs=result.epochs,
         train_seconds=result.history[-1]["seconds"] if result.history else result.seconds,
         chosen=run.get("chosen"),
+        collapsed=result.collapsed,
+        seed=result.seed,
+        restarts=result.restarts,
     )
     if main:
         write_json_atomic(outcome.to_dict(), out / RESULT_FILE)

@@ -3,15 +3,17 @@ checkpoints and exact resume, a metrics log and a progress bar."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import os
 import random
+import sys
 import time
 import typing
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,11 +54,12 @@ class TrainConfig:
     eval_every: int = 10  # epochs between evaluations (PSNR and MS-SSIM over all frames)
     checkpoint_every: int = 10  # epochs between checkpoints (one is always written at the end)
     eval_batch_size: int = 4
-    seed: int = 0  # seeds the initial weights and the frame order: fit_run seeds torch with it before building
+    seed: int = 0  # seeds the initial weights (fit_run seeds before building) and the frame order (fit)
     device: str = "auto"  # "auto" = CUDA when present, else the CPU
     precision: str = "fp32"  # one of PRECISIONS
     channels_last: bool = False  # convolutions in NHWC (oneDNN/cuDNN's own layout): same arithmetic, faster
     nnpack: bool = False  # CPU float32 convolutions through NNPACK (tnerv.models.nnpack): fewer multiplications
+    restart_on_collapse: int = 0  # after a collapse (see fit), start over with the next seed, up to this many times
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
@@ -92,6 +95,8 @@ class TrainConfig:
             raise TnervError(f"betas are two numbers in [0, 1), got {self.betas}")
         if self.weight_decay < 0 or (self.grad_clip is not None and self.grad_clip <= 0):
             raise TnervError("weight_decay must be 0 or more and grad_clip positive (or unset)")
+        if self.restart_on_collapse < 0:
+            raise TnervError(f"restart_on_collapse must be 0 or more, got {self.restart_on_collapse}")
         if self.nnpack and self.channels_last:
             raise TnervError("nnpack convolutions are NCHW: choose nnpack or channels_last, not both")
 
@@ -259,12 +264,67 @@ def evaluate(
 
 @dataclass
 class FitResult:
-    """What a fit produced: the final quality, the epochs run and the wall time of this call."""
+    """What a fit produced: the final quality, the epochs run and the wall time of this call, whether
+    it collapsed (`collapse_verdict`, None if not), the seed of the fit returned and the fits abandoned
+    for a collapse before it (`TrainConfig.restart_on_collapse`)."""
 
     report: QualityReport
     epochs: int
     seconds: float
     history: list[dict[str, Any]]
+    collapsed: dict[str, Any] | None = None
+    seed: int = 0
+    restarts: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+
+# A fit whose PSNR is within this margin of the mean frame's learned nothing but the mean frame
+# (official HNeRV, seed 3 on bikes: 13.73 dB); it is judged after this fraction of the epochs.
+COLLAPSE_MARGIN_DB = 1.0
+COLLAPSE_CHECK_AT = 0.25
+
+
+def collapse_check_epoch(epochs: int) -> int:
+    """The epoch after which a fit is checked for a collapse: a quarter of the epochs, rounded up."""
+    return max(1, math.ceil(COLLAPSE_CHECK_AT * epochs))
+
+
+@torch.no_grad()
+def mean_frame_psnr(frames: VideoFrames, batch_size: int = 4) -> float:
+    """The mean per-frame PSNR of predicting every frame by the clip's per-pixel mean frame, on the
+    video's own pixels: what a model that learned only the mean frame scores."""
+    h, w = frames.size
+    batches = torch.arange(len(frames), device=frames.data.device).split(batch_size)
+    total = sum(frames(idx)[..., :h, :w].double().sum(0) for idx in batches)
+    mean = (total / len(frames)).to(frames.dtype)
+    per_frame = [psnr(mean.expand_as(target), target).cpu() for target in (frames(i)[..., :h, :w] for i in batches)]
+    return torch.cat(per_frame).mean().item()
+
+
+def collapse_verdict(epoch: int, model_psnr: float, mean_psnr: float) -> dict[str, Any] | None:
+    """{"epoch", "psnr", "mean_frame_psnr"} when the model's PSNR is within COLLAPSE_MARGIN_DB of the
+    mean frame's (or NaN), else None. A clip that its mean frame reproduces exactly for some frame
+    (a still clip, one frame) has an infinite mean-frame PSNR: it cannot be judged and is not flagged."""
+    if math.isfinite(mean_psnr) and not model_psnr >= mean_psnr + COLLAPSE_MARGIN_DB:
+        return {"epoch": epoch, "psnr": model_psnr, "mean_frame_psnr": mean_psnr}
+    return None
+
+
+@contextlib.contextmanager
+def _rng_untouched() -> Iterator[None]:
+    """Whatever runs inside leaves the random generators as they were (an evaluation the schedule did
+    not ask for must not move the training's draws)."""
+    state = _rng_state()
+    try:
+        yield
+    finally:
+        _set_rng_state(state)
+
+
+def _seeded_build(model: VideoINR, seed: int) -> VideoINR:
+    """Seeds everything with `seed` and builds a fresh copy of `model`: the generators are then where
+    `seed_everything(seed)` followed by building the model leaves them, whatever ran before."""
+    seed_everything(seed)
+    return model.fresh_copy()
 
 
 def fit(
@@ -283,10 +343,30 @@ def fit(
 
     As in the reference scripts of NeRV, HNeRV and FFNeRV, one seed governs the initial weights and
     the frame order: seed torch (`seed_everything(config.seed)`) before building the model, as
-    `tnerv.runs.fit_run` does. Each epoch's order is then drawn from torch's generator by a shuffling
-    DataLoader, exactly as theirs is, so a model built and fitted this way follows the reference's
-    training step for step (same seed, same config: same numbers)."""
+    `tnerv.runs.fit_run` does. A fresh fit starts by putting the generators where seeding with
+    `config.seed` and building this model leaves them (it builds a throw-away copy, `fresh_copy`),
+    so the frame order depends on `config.seed` alone, not on what the caller drew before. Each
+    epoch's order is then drawn from torch's generator by a shuffling DataLoader, exactly as theirs
+    is, so a model built and fitted this way follows the reference's training step for step (same
+    seed, same config: same numbers).
+
+    After a quarter of the epochs the fit is checked for a collapse (`collapse_verdict`: PSNR within
+    1 dB of the mean frame's), with an evaluation there if the schedule has none; the check draws no
+    random numbers. A collapse is reported in one line; with `config.restart_on_collapse` N, the fit
+    starts over from new initial weights with the next seed (seed + 1, ...) up to N times. The result
+    is collapsed if the PSNR is still within the margin at the end."""
     config.validate()
+    run_dir = Path(run_dir) if run_dir is not None else None
+    checkpoint_path = run_dir / CHECKPOINT if run_dir else None
+    if resume and checkpoint_path is not None and not checkpoint_path.exists():
+        # Stopped before its first checkpoint: the run starts over, from the same seed (fit_run seeds
+        # before it builds the model, so the restart is the run that was interrupted).
+        resume = False
+    if resume and checkpoint_path is None:
+        raise TnervError("nothing to resume: resuming needs the run directory")
+    if not resume:
+        # First, before anything else draws: everything after this point replays the old order.
+        _seeded_build(model, config.seed)
     device = pick_device(config.device)
     if init_from_environment(device.type) and device.type == "cuda":
         device = torch.device("cuda", local_rank())  # one GPU per process
@@ -300,7 +380,6 @@ def fit(
     if config.nnpack and (device.type != "cpu" or not nnpack_available()) and writes:
         warnings.warn(f"nnpack has no effect here: it runs on CPUs with NNPACK, not on this {device.type}",
                       stacklevel=2)
-    run_dir = Path(run_dir) if run_dir is not None else None
     dtype = torch.float64 if config.precision == "fp64" else torch.float32
     # bf16 autocast and the memory layout: the decoder's execution paths (fp64 is a dtype, below).
     execution = ExecutionPath("bf16" if config.precision == "bf16" else "fp32", config.channels_last, config.nnpack)
@@ -313,119 +392,171 @@ def fit(
     if num_frames != model.config.num_frames:
         raise TnervError(f"the model was built for {model.config.num_frames} frames, the video has {num_frames}")
 
-    model_groups = model.optimizer_groups()
-    groups = [
-        {"params": g["params"], "lr": config.lr * g.get("lr_scale", 1.0)} for g in model_groups
-    ]
-    optimizer = torch.optim.Adam(groups, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
-    # Shuffled batches of frame indices, drawn as the reference scripts' DataLoaders draw them. With N
-    # processes (torchrun) a step's global batch is N times the per-process batch_size, split over them.
-    batches = torch.utils.data.DataLoader(range(num_frames), batch_size=config.batch_size * world, shuffle=True)
-    steps_per_epoch = len(batches)
-    total_steps = config.epochs * steps_per_epoch
-
-    def schedule(it: int) -> float:
-        return lr_factor(it, total_steps, config.warmup, config.warmup_start, config.schedule)
-
-    # A group with "scheduled": False keeps its rate (e.g. entropy models that must follow to the end).
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, [schedule if g.get("scheduled", True) else (lambda it: 1.0) for g in model_groups]
-    )
-    loss_fn = LOSSES[config.loss]
-    all_idx = torch.arange(num_frames, device=device)
-
-    model.attach_video(frames)
-    start_epoch, history = 0, []
-    checkpoint_path = run_dir / CHECKPOINT if run_dir else None
-    if resume and checkpoint_path is not None and not checkpoint_path.exists():
-        # Stopped before its first checkpoint: the run starts over, from the same seed (fit_run seeds
-        # before it builds the model, so the restart is the run that was interrupted).
-        resume = False
-    if resume:
-        if checkpoint_path is None:
-            raise TnervError("nothing to resume: resuming needs the run directory")
-        state = torch.load(checkpoint_path, map_location=device, weights_only=False)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        _set_rng_state(state["rng"])
-        start_epoch, history = state["epoch"], state["history"]
-    else:
-        model.on_fit_start(all_idx, frames)
-
-    # Every rank holds the whole model; DistributedDataParallel averages the ranks' gradients. Buffers
-    # are not broadcast: per-frame state (the frame buffer) is kept consistent by the models themselves.
-    trained = model if world == 1 else torch.nn.parallel.DistributedDataParallel(model, broadcast_buffers=False)
-
-    def save_checkpoint(epoch: int) -> None:
-        if checkpoint_path is None or not writes:
-            return
-        state = {
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "rng": _rng_state(),
-            "epoch": epoch,
-            "history": history,
-            "train_config": config.to_dict(),
-        }
-        atomic_save(state, checkpoint_path)
-
-    log = None
-    if run_dir and writes:
-        # The log restarts from the checkpoint's history: epochs after the last checkpoint are redone.
-        log = open(run_dir / METRICS_LOG, "w")
-        log.writelines(json.dumps(entry) + "\n" for entry in history)
+    check_epoch = collapse_check_epoch(config.epochs)
+    restarts: list[dict[str, Any]] = []
     started = time.time()
-    bar = tqdm(
-        total=total_steps, initial=start_epoch * steps_per_epoch, disable=not (progress and writes), unit="step",
-        dynamic_ncols=True,
-    )
-    report = None
-    try:
-        for epoch in range(start_epoch, config.epochs):
-            model.on_epoch_start(epoch, config.epochs)
-            epoch_loss = 0.0
-            for idx in batches:
-                idx, weight = shard(broadcast_from_main(idx.to(device)))
-                target = frames(idx)
-                with autocast:
-                    outputs = trained(idx, target if model.needs_frames else None)
-                    loss = model.training_loss(outputs, target, loss_fn)
-                optimizer.zero_grad(set_to_none=True)
-                (loss * weight).backward()
-                if config.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-                optimizer.step()
-                scheduler.step()
-                model.after_step(idx, outputs)
-                epoch_loss += sum_over_ranks(loss.detach() * len(idx) * (weight > 0)).item()
-                bar.update(1)
-            done = epoch + 1
-            entry: dict[str, Any] = {
-                "epoch": done,
-                "loss": epoch_loss / num_frames,
-                "lr": scheduler.get_last_lr()[0],
-                "seconds": time.time() - started,
+
+    def say(line: str) -> None:
+        if writes:
+            tqdm.write(f"tnerv: warning: {line}", file=sys.stderr)
+
+    def attempt(resume: bool) -> tuple[QualityReport | None, list[dict[str, Any]], dict[str, Any] | None]:
+        """One fit from the current weights: (final report, history, None), or (None, history,
+        verdict) when it collapsed and a restart is left."""
+        model_groups = model.optimizer_groups()
+        groups = [
+            {"params": g["params"], "lr": config.lr * g.get("lr_scale", 1.0)} for g in model_groups
+        ]
+        optimizer = torch.optim.Adam(groups, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
+        # Shuffled batches of frame indices, drawn as the reference scripts' DataLoaders draw them. With N
+        # processes (torchrun) a step's global batch is N times the per-process batch_size, split over them.
+        batches = torch.utils.data.DataLoader(range(num_frames), batch_size=config.batch_size * world, shuffle=True)
+        steps_per_epoch = len(batches)
+        total_steps = config.epochs * steps_per_epoch
+
+        def schedule(it: int) -> float:
+            return lr_factor(it, total_steps, config.warmup, config.warmup_start, config.schedule)
+
+        # A group with "scheduled": False keeps its rate (e.g. entropy models that must follow to the end).
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, [schedule if g.get("scheduled", True) else (lambda it: 1.0) for g in model_groups]
+        )
+        loss_fn = LOSSES[config.loss]
+        all_idx = torch.arange(num_frames, device=device)
+
+        model.attach_video(frames)
+        start_epoch, history = 0, []
+        if resume:
+            state = torch.load(checkpoint_path, map_location=device, weights_only=False)
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            _set_rng_state(state["rng"])
+            start_epoch, history = state["epoch"], state["history"]
+            restarts[:] = state.get("restarts", [])
+        else:
+            model.on_fit_start(all_idx, frames)
+
+        # Every rank holds the whole model; DistributedDataParallel averages the ranks' gradients. Buffers
+        # are not broadcast: per-frame state (the frame buffer) is kept consistent by the models themselves.
+        trained = model if world == 1 else torch.nn.parallel.DistributedDataParallel(model, broadcast_buffers=False)
+
+        def save_checkpoint(epoch: int) -> None:
+            if checkpoint_path is None or not writes:
+                return
+            state = {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "rng": _rng_state(),
+                "epoch": epoch,
+                "history": history,
+                "train_config": config.to_dict(),
+                "restarts": restarts,  # the seed in use is config.seed + len(restarts)
             }
-            if done % config.eval_every == 0 or done == config.epochs:
-                report = evaluate(model, frames, config.eval_batch_size)
-                entry.update(psnr=report.psnr, ms_ssim=report.ms_ssim)
-                bar.set_postfix(epoch=done, loss=f"{entry['loss']:.4f}", psnr=f"{report.psnr:.2f}")
-            else:
-                bar.set_postfix(epoch=done, loss=f"{entry['loss']:.4f}")
-            history.append(entry)
+            atomic_save(state, checkpoint_path)
+
+        log = None
+        if run_dir and writes:
+            # The log restarts from the checkpoint's history: epochs after the last checkpoint are redone.
+            log = open(run_dir / METRICS_LOG, "w")
+            log.writelines(json.dumps(entry) + "\n" for entry in history)
+        bar = tqdm(
+            total=total_steps, initial=start_epoch * steps_per_epoch, disable=not (progress and writes), unit="step",
+            dynamic_ncols=True,
+        )
+        report = None
+        try:
+            for epoch in range(start_epoch, config.epochs):
+                model.on_epoch_start(epoch, config.epochs)
+                epoch_loss = 0.0
+                for idx in batches:
+                    idx, weight = shard(broadcast_from_main(idx.to(device)))
+                    target = frames(idx)
+                    with autocast:
+                        outputs = trained(idx, target if model.needs_frames else None)
+                        loss = model.training_loss(outputs, target, loss_fn)
+                    optimizer.zero_grad(set_to_none=True)
+                    (loss * weight).backward()
+                    if config.grad_clip:
+                        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                    optimizer.step()
+                    scheduler.step()
+                    model.after_step(idx, outputs)
+                    epoch_loss += sum_over_ranks(loss.detach() * len(idx) * (weight > 0)).item()
+                    bar.update(1)
+                done = epoch + 1
+                entry: dict[str, Any] = {
+                    "epoch": done,
+                    "loss": epoch_loss / num_frames,
+                    "lr": scheduler.get_last_lr()[0],
+                    "seconds": time.time() - started,
+                }
+                if done % config.eval_every == 0 or done == config.epochs:
+                    report = evaluate(model, frames, config.eval_batch_size)
+                    entry.update(psnr=report.psnr, ms_ssim=report.ms_ssim)
+                    bar.set_postfix(epoch=done, loss=f"{entry['loss']:.4f}", psnr=f"{report.psnr:.2f}")
+                else:
+                    bar.set_postfix(epoch=done, loss=f"{entry['loss']:.4f}")
+                verdict = check_collapse(entry) if done == check_epoch else None
+                history.append(entry)
+                if log:
+                    log.write(json.dumps(entry) + "\n")
+                    log.flush()
+                if verdict and len(restarts) < config.restart_on_collapse:
+                    return None, history, verdict
+                if done % config.checkpoint_every == 0 or done == config.epochs:
+                    save_checkpoint(done)
+                if on_epoch_end:
+                    on_epoch_end(done)
+        finally:
+            bar.close()
             if log:
-                log.write(json.dumps(entry) + "\n")
-                log.flush()
-            if done % config.checkpoint_every == 0 or done == config.epochs:
-                save_checkpoint(done)
-            if on_epoch_end:
-                on_epoch_end(done)
-    finally:
-        bar.close()
-        if log:
-            log.close()
-    if report is None:  # resumed a run that had already finished
-        report = evaluate(model, frames, config.eval_batch_size)
-    return FitResult(report=report, epochs=config.epochs, seconds=time.time() - started, history=history)
+                log.close()
+        if report is None:  # resumed a run that had already finished
+            report = evaluate(model, frames, config.eval_batch_size)
+        return report, history, None
+
+    def check_collapse(entry: dict[str, Any]) -> dict[str, Any] | None:
+        """The collapse check after `check_epoch`: evaluates if the schedule did not, records the
+        mean-frame PSNR in the entry and says so in one line if the fit collapsed."""
+        if "psnr" not in entry:
+            with _rng_untouched():
+                extra = evaluate(model, frames, config.eval_batch_size)
+            entry.update(psnr=extra.psnr, ms_ssim=extra.ms_ssim)
+        entry["mean_frame_psnr"] = mean_frame_psnr(frames, config.eval_batch_size)
+        verdict = collapse_verdict(entry["epoch"], entry["psnr"], entry["mean_frame_psnr"])
+        if verdict:
+            seed = config.seed + len(restarts)
+            then = (f"restarting with seed {seed + 1} (restart {len(restarts) + 1} of {config.restart_on_collapse})"
+                    if len(restarts) < config.restart_on_collapse else
+                    "training goes on (--restart-on-collapse N restarts with the next seed)")
+            say(f"the fit looks collapsed (seed {seed}): PSNR {verdict['psnr']:.2f} dB after epoch {entry['epoch']} "
+                f"of {config.epochs}, within {COLLAPSE_MARGIN_DB:g} dB of the mean frame's "
+                f"{verdict['mean_frame_psnr']:.2f} dB; {then}")
+        return verdict
+
+    report, history, verdict = attempt(resume)
+    while report is None:
+        restarts.append({"seed": config.seed + len(restarts), "reason": "collapsed", **verdict})
+        if checkpoint_path is not None and writes:
+            checkpoint_path.unlink(missing_ok=True)  # the abandoned seed's: a resume must not continue it
+        fresh = _seeded_build(model, config.seed + len(restarts))
+        model.load_state_dict(fresh.state_dict())  # new initial weights; the generators as seed + build left them
+        report, history, verdict = attempt(False)
+    seed = config.seed + len(restarts)
+    return FitResult(
+        report=report, epochs=config.epochs, seconds=time.time() - started, history=history,
+        collapsed=_final_verdict(history, check_epoch, report.psnr), seed=seed, restarts=list(restarts),
+    )
+
+
+def _final_verdict(history: list[dict[str, Any]], check_epoch: int, final_psnr: float) -> dict[str, Any] | None:
+    """The check's verdict if the fit is still within the margin at the end ("final_psnr" added)."""
+    check = next((e for e in history if e["epoch"] == check_epoch and "mean_frame_psnr" in e), None)
+    if check is None:  # a run resumed from a checkpoint written before the check existed
+        return None
+    verdict = collapse_verdict(check_epoch, check["psnr"], check["mean_frame_psnr"])
+    if verdict is None or collapse_verdict(check_epoch, final_psnr, check["mean_frame_psnr"]) is None:
+        return None
+    return {**verdict, "final_psnr": final_psnr}

@@ -33,7 +33,7 @@ from tnerv.models.base import VideoINR
 from tnerv.models.settings import cpu_config, setting_config
 from tnerv.models.sizing import machine_memory, split_of
 from tnerv.models.tnerv import ABLATIONS
-from tnerv.runs import RUN_FILE, VideoSpec, fit_run, load_frames, load_run, write_json_atomic
+from tnerv.runs import RESULT_FILE, RUN_FILE, VideoSpec, fit_run, load_frames, load_run, write_json_atomic
 from tnerv.train import VideoFrames, pick_device
 from tnerv.video import probe, write_png
 from tnerv.video.datasets import Sequence
@@ -364,6 +364,7 @@ class BenchRun:
             parameters=result.parameters["transmitted"], split=split_record(result.parameters),
             encode_seconds=result.encode_seconds, decode_fps=fps,
             method_detail=result.method, file=str(path.relative_to(self.out)), epochs=self.protocol.epochs,
+            collapsed=json.loads((run_dir / RESULT_FILE).read_text()).get("collapsed"),  # the fit's verdict
         )
         return frame
 
@@ -386,7 +387,7 @@ class BenchRun:
             psnr=fitted.report.psnr, ms_ssim=fitted.report.ms_ssim, ms_ssim_variant=fitted.report.ms_ssim_variant,
             parameters=fitted.parameters["transmitted"], split=split_record(fitted.parameters),
             encode_seconds=fitted.train_seconds, decode_fps=fps,
-            epochs=fitted.epochs, ablations=list(unit.ablations), widths_changed=changed,
+            epochs=fitted.epochs, ablations=list(unit.ablations), widths_changed=changed, collapsed=fitted.collapsed,
         )
         return frame
 

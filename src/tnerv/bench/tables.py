@@ -186,6 +186,17 @@ def number(value: float | None, decimals: int, suffix: str = "") -> Cell:
     return Cell(f"{value:.{decimals}f}{suffix}", value)
 
 
+COLLAPSED = " (collapsed)"
+
+
+def flag_collapsed(cell: Cell, records: Iterable[Record]) -> Cell:
+    """The quality cell of these records, marked when any of their fits collapsed (stuck near the
+    mean frame: `tnerv.train.collapse_verdict`)."""
+    if any(r.get("collapsed") for r in records):
+        cell.text += COLLAPSED
+    return cell
+
+
 def mark(cells: Sequence[Cell], higher_is_better: bool = True, decimals: int | None = None) -> None:
     """Bold the best and underline the second-best of these cells, ranked as displayed."""
     def key(cell: Cell) -> float:
@@ -249,7 +260,11 @@ def quality_table(
         per_video = [mean(_values(records, method, v, metric)) for v in videos]
         params = mean(r.get("parameters") for r in records if r["method"] == method)
         size = Cell(MISSING, math.nan) if math.isnan(params) else Cell(format_size(params), round(params))
-        cells = [number(None if math.isnan(q) else q, decimals) for q in per_video]
+        cells = [
+            flag_collapsed(number(None if math.isnan(q) else q, decimals),
+                           (r for r in records if r["method"] == method and r["video"] == v))
+            for q, v in zip(per_video, videos)
+        ]
         avg = mean(per_video)  # over the videos this method has
         avg_cell = number(None if math.isnan(avg) else avg, decimals)
         split = [Cell(split_text([r for r in records if r["method"] == method]))] if with_split else []
@@ -407,8 +422,8 @@ def rd_points_table(records: Sequence[Record]) -> Table:
             Cell(labels[r["method"]]),
             Cell(r.get("point") or ""),
             number(r["bpp"], 4),
-            number(r.get("psnr"), 2),
-            number(r.get("ms_ssim"), 4),
+            flag_collapsed(number(r.get("psnr"), 2), [r]),
+            flag_collapsed(number(r.get("ms_ssim"), 4), [r]),
             Cell(MISSING, math.nan) if size is None else Cell(f"{size:,}", size),
             *([Cell(split_text([r]))] if with_split else []),
         ])

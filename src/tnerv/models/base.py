@@ -146,9 +146,25 @@ class VideoINR(nn.Module):
     post_training_prune: ClassVar[float] = 0.0  # fraction of decoder weights pruned by magnitude
     post_training_qat: ClassVar[bool] = False  # quantisation-aware fine-tuning in the last epochs
 
+    def __new__(cls, *args: Any, **kwargs: Any) -> VideoINR:
+        # The constructor's arguments, kept for `fresh_copy` (tnerv.train.fit replays a build's draws).
+        model = super().__new__(cls)
+        model.__dict__["_built_with"] = (args, kwargs)
+        return model
+
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
+
+    def fresh_copy(self) -> VideoINR:
+        """A new, untrained model built as this one was (same class and arguments; a wrapped model is
+        rebuilt first, as it was): its construction draws the same random numbers this one's did."""
+        args, kwargs = self.__dict__["_built_with"]
+
+        def rebuilt(value: Any) -> Any:
+            return value.fresh_copy() if isinstance(value, VideoINR) else value
+
+        return type(self)(*map(rebuilt, args), **{k: rebuilt(v) for k, v in kwargs.items()})
 
     def normalized_time(self, frame_idx: Tensor) -> Tensor:
         """Frame index to t = i / N, the convention of NeRV, HNeRV and FFNeRV, used by every model."""
