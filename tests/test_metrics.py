@@ -76,11 +76,13 @@ def test_ms_ssim_reduced_variant_on_64():
     assert 0 < noisy[1] < noisy[0] < 1
 
 
-def test_reduced_loop_matches_library_at_five_scales():
-    # The loop used for small frames is the library's computation when given all 5 scales.
+@pytest.mark.parametrize("scales", [5, 4, 3])
+def test_reduced_loop_matches_library_at_each_scale_count(scales: int):
+    # The loop used for small frames is the library's computation given the first `scales` standard
+    # weights renormalised (the library takes any weights, but only frames over 160 pixels a side).
     pred, target = noisy_pair(2, 192, 200)
-    ours = _ms_ssim_levels(pred, target, win_size=11, scales=5)
-    weights = torch.tensor(MSSSIM_WEIGHTS)
+    ours = _ms_ssim_levels(pred, target, win_size=11, scales=scales)
+    weights = torch.tensor(MSSSIM_WEIGHTS[:scales])
     library = pytorch_msssim.ms_ssim(
         pred, target, data_range=1.0, size_average=False, weights=(weights / weights.sum()).tolist()
     )
