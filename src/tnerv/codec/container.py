@@ -160,7 +160,7 @@ def check_header(
     if missing:
         raise bad(f"tensor {missing[0]!r} of the {model} decoder is missing")
     if file_bytes is not None:
-        check_work(header, config, file_bytes, bad)
+        check_work(header, config, file_bytes, bad, batch_size)
     if max_memory is not None:
         needed = decode_estimate(header, config, num_decoded or config.num_frames, batch_size)
         if needed > max_memory:
@@ -176,11 +176,16 @@ def _gib(num_bytes: int) -> str:
 
 
 def check_work(
-    header: dict[str, Any], config: ModelConfig, file_bytes: int, bad: Callable[[str], BitstreamError]
+    header: dict[str, Any],
+    config: ModelConfig,
+    file_bytes: int,
+    bad: Callable[[str], BitstreamError],
+    batch_size: int = 1,
 ) -> None:
     """Refuses a file (its header checked) that declares far more decoding than a real model of its size
     could need: more transmitted values per file byte than MAX_VALUES_PER_BYTE, or more multiply-
-    accumulates per output pixel than MAX_MACS_PER_PIXEL_PER_VALUE per transmitted value."""
+    accumulates per output pixel than MAX_MACS_PER_PIXEL_PER_VALUE per transmitted value (traced in
+    batches of `batch_size`, as the memory estimate is, so that one trace serves both)."""
     values = sum(math.prod(entry["shape"]) for entry in header["tensors"])
     if values > MAX_VALUES_PER_BYTE * file_bytes:
         raise bad(
@@ -188,7 +193,7 @@ def check_work(
             f"a tnerv file holds at most {MAX_VALUES_PER_BYTE} per byte"
         )
     pixels = header["video"]["height"] * header["video"]["width"]
-    macs = decode_footprint(header["model"], config, 1).macs_per_frame / pixels
+    macs = decode_footprint(header["model"], config, batch_size).macs_per_frame / pixels
     if macs > MAX_MACS_PER_PIXEL_PER_VALUE * max(values, 1):
         raise bad(
             f"it declares {macs:,.0f} multiply-accumulates per output pixel for {values:,} values; a real "
