@@ -266,7 +266,8 @@ def quality_table(
             for q, v in zip(per_video, videos)
         ]
         avg = mean(per_video)  # over the videos this method has
-        avg_cell = number(None if math.isnan(avg) else avg, decimals)
+        avg_cell = flag_collapsed(number(None if math.isnan(avg) else avg, decimals),
+                                  (r for r in records if r["method"] == method and r["video"] in videos))
         split = [Cell(split_text([r for r in records if r["method"] == method]))] if with_split else []
         rows.append([Cell(labels.get(method, method)), size, *split, *cells, avg_cell])
     first = 3 if with_split else 2
