@@ -22,7 +22,7 @@ from tnerv.models.nnpack import available as nnpack_available
 from tnerv.models.layers import AdaIN
 from tnerv.metrics import psnr
 from tnerv.train import LOSSES, TrainConfig, fit
-from tnerv.video import read_video, sample
+from tnerv.video import read_video, round_to_8bit, sample
 
 CHANNELS_LAST = ExecutionPath("fp32", channels_last=True)
 BF16 = ExecutionPath("bf16", channels_last=True)
@@ -174,7 +174,11 @@ def stand_in(monkeypatch):
 
     def use(wrong: tuple[int, ...]) -> StandIn:
         path = StandIn("fp32", channels_last=True, wrong=wrong)
-        monkeypatch.setattr(compress, "candidate_paths", lambda device, precision="auto": [path, CHANNELS_LAST])
+
+        def paths(device, precision="auto"):  # --precision fp32 still decodes on fp32 alone
+            return [CHANNELS_LAST] if precision == "fp32" else [path, CHANNELS_LAST]
+
+        monkeypatch.setattr(compress, "candidate_paths", paths)
         return path
     return use
 
@@ -183,11 +187,13 @@ def stand_in(monkeypatch):
 def test_a_fast_path_wrong_on_any_probed_batch_is_refused(tiny_file, tmp_path, stand_in, wrong):
     # With the old mean over the first batch, the black frame's inf made any path pass ("100.0 dB"), and
     # frames past the first batch were never compared.
-    stand_in(wrong)
+    path = stand_in(wrong)
     fp32 = decode_file(tiny_file, tmp_path / "fp32", precision="fp32")
+    kept, _, _ = decode_frames(tiny_file, 0, 8, 2, execution=path)  # what the stand-in would have written
+    assert psnr(round_to_8bit(kept), written(fp32.output)).min() < 20
     result = decode_file(tiny_file, tmp_path / "auto", batch_size=2)
-    assert result.path["precision"] == "fp32" and result.path["ran"] == "fp32, channels_last"
     assert torch.equal(written(result.output), written(fp32.output))  # the fp32 path's frames, exactly
+    assert result.path["precision"] == "fp32" and result.path["ran"] == "fp32, channels_last"
     trial = result.path["trials"]["stand-in"]
     assert not trial["kept"] and trial["worst_frame"] in wrong and 10 < trial["worst_frame_db"] < 20
     assert f"stand-in refused: its worst 8-bit frame ({trial['worst_frame']}) is" in result.path["reason"]
@@ -196,10 +202,10 @@ def test_a_fast_path_wrong_on_any_probed_batch_is_refused(tiny_file, tmp_path, s
 def test_identical_frames_are_reported_as_identical_not_as_a_capped_number(tiny_file, tmp_path, stand_in, capsys):
     stand_in(())
     result = decode_file(tiny_file, tmp_path / "auto", batch_size=2)
+    assert "100.0" not in result.path["reason"]
+    assert "stand-in kept: its 8-bit frames are identical to fp32's" in result.path["reason"]
     assert result.path["ran"] == "stand-in" and result.path["trials"]["stand-in"] == {
         "kept": True, "identical": True, "worst_frame": None, "worst_frame_db": None}
-    assert "stand-in kept: its 8-bit frames are identical to fp32's" in result.path["reason"]
-    assert "100.0" not in result.path["reason"]
     json.dumps(result.to_dict(), allow_nan=False)  # --json stays JSON: no Infinity or NaN
 
 
