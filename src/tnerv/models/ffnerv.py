@@ -74,14 +74,20 @@ class FFNeRV(FlowGuidedOutput, VideoINR):
         c_in = [self.grids.out_channels, *widths[:-1]]
         if c.conv_type not in ("conv", "compact"):
             raise TnervError(f"unknown conv_type {c.conv_type!r}; available: conv, compact")
-        self.blocks = nn.ModuleList(
-            self._block(ci, co, s) for ci, co, s in zip(c_in, widths, self.strides)
-        )
         if not -n <= c.flow_head_block < n:
             raise TnervError(f"flow_head_block {c.flow_head_block} is not a block index (there are {n} blocks)")
         self.flow_head_index = c.flow_head_block % n
-        self.aggregator = FlowAggregator(c.window)
-        self.flow_head = nn.Conv2d(widths[self.flow_head_index], self.aggregator.head_channels, 1)
+        aggregator = FlowAggregator(c.window)
+        blocks, flow_head = [], None
+        for i, (ci, co, s) in enumerate(zip(c_in, widths, self.strides)):
+            blocks.append(self._block(ci, co, s))
+            if i == self.flow_head_index:
+                # Built right after its block, as FFNeRV builds it: the same draws from torch's generator,
+                # so that seed_everything(s) gives the official initial weights (tests/test_official_init.py).
+                flow_head = nn.Conv2d(co, aggregator.head_channels, 1)
+        self.blocks = nn.ModuleList(blocks)
+        self.aggregator = aggregator
+        self.flow_head = flow_head
         self.frame_head = nn.Conv2d(widths[-1], 5, 1)  # independent frame (3) and blend logits (2)
         self.init_frame_buffer()
 
