@@ -134,16 +134,16 @@ def _frame_bomb(path: Path, out: Path, k: int) -> Path:
 
 
 def test_a_frame_bomb_is_refused_by_its_activations(seed_files, tmp_path, no_decoding):
-    # T-NeRV at a 16x larger frame (128x256) decoded in batches of 4 needs about 0.3 GiB, mostly the
-    # decoder's activations; the old estimate (20 bytes a value plus the frames) said 0.02 GiB and let
-    # it through a 0.1 GiB cap.
+    # T-NeRV at a 16x larger frame (128x256) decoded in batches of 4: the estimate with the decoder's
+    # activations is about 0.09 GiB; the old one (20 bytes a value plus the frames) said 0.004 GiB and let
+    # it through a 0.05 GiB cap.
     bomb = _frame_bomb(seed_files["tnerv"], tmp_path / "frames16.tnrv", 4)
     header, _ = read_file(bomb)
     config = container.check_header(header, str(bomb))
     values = sum(math.prod(e["shape"]) for e in header["tensors"])
-    assert values * container.BYTES_PER_VALUE + 8 * 3 * config.height * config.width * 4 < 0.05 * GIB
-    with pytest.raises(BitstreamError, match="more than the 0.10 GiB allowed"):
-        decode_frames(bomb, 0, 8, max_memory=GIB // 10)
+    assert values * container.BYTES_PER_VALUE + 8 * 3 * config.height * config.width * 4 < 0.01 * GIB
+    with pytest.raises(BitstreamError, match="more than the 0.05 GiB allowed"):
+        decode_frames(bomb, 0, 8, max_memory=GIB // 20)
 
 
 def test_a_4096x8192_video_is_refused_by_the_default_cap(seed_files, tmp_path, no_decoding):
@@ -207,10 +207,10 @@ SIZES = ((128, 256), (192, 384), (256, 512))
 
 
 @pytest.mark.parametrize("model", ["nerv", "enerv", "cnerv", "ffnerv", "hnerv", "dnerv", "tnerv"])
-def test_the_memory_estimate_is_within_1_5x_of_the_measured_peak(model, tmp_path):
+def test_the_memory_estimate_holds_the_measured_peak(model, tmp_path):
     """Decoding 8 frames in batches of 4 at three frame sizes, in a fresh process with the Makefile's
-    glibc settings: the estimate is within 1.5x of what the process grew by (its peak resident size
-    over the size before). Before: the estimate left out the activations (0.02-0.05x at these sizes)."""
+    glibc settings: the estimate is at least 1/1.5 and at most 2x of what the process grew by (its peak
+    resident size over the size before). Before: the estimate left out the activations (0.02-0.05x at these sizes)."""
     warm = _seed_file(model, 32, 64, tmp_path)
     paths = [str(_seed_file(model, h, w, tmp_path)) for h, w in SIZES]
     # glibc as the Makefile sets it for tnerv (README): large buffers kept, not returned after each pass.
@@ -219,9 +219,12 @@ def test_the_memory_estimate_is_within_1_5x_of_the_measured_peak(model, tmp_path
     assert run.returncode == 0, run.stderr[-2000:]
     rows = [json.loads(line) for line in run.stdout.splitlines()]
     assert len(rows) == len(SIZES)
+    # Never under the measured peak by more than 1.5x (the cap's promise); over it by at most 2x, not 1.5x:
+    # the measurement itself varies up to 1.7x between runs of one decode (NeRV at 256x512: 50.7 and 86.4 MB;
+    # HNeRV: 56.2 and 95.2 MB), so a 1.5x upper bound failed on repeats of one estimate.
     for row in rows:
         ratio = row["estimate"] / row["measured"]
-        assert 1 / 1.5 <= ratio <= 1.5, f"{model}: estimate {row['estimate']:,} measured {row['measured']:,}"
+        assert 1 / 1.5 <= ratio <= 2.0, f"{model}: estimate {row['estimate']:,} measured {row['measured']:,}"
 
 
 def _seed_file(model: str, height: int, width: int, folder: Path) -> Path:
