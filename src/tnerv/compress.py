@@ -23,8 +23,8 @@ from tnerv.metrics import QualityReport, bits_per_pixel, psnr
 from tnerv.models import VideoINR, config_to_dict, load_preset, model_class
 from tnerv.models.auto import DEFAULT_MODEL
 from tnerv.models.execution import FP32, ExecutionPath, candidate_paths
-from tnerv.models.sizing import machine_memory
 from tnerv.models.nnpack import fallbacks as nnpack_fallbacks
+from tnerv.models.sizing import machine_memory
 from tnerv.parallel import launched_by_torchrun
 from tnerv.runs import VideoSpec, fit_run, load_frames, load_run, read_run
 from tnerv.train import VideoFrames, evaluate

@@ -83,8 +83,8 @@ BYTES_PER_VALUE = 20
 BYTES_PER_FRAME_VALUE = 9
 # The decoder's traced activations (`decode_footprint`) times this is what its process grows by: glibc's
 # heap keeps freed blocks that a larger one cannot reuse, and oneDNN holds buffers of its own
-# (tests/test_decoder_limits.py, each decode in a fresh process: at 2 the estimate was 0.83-1.57x the measured
-# growth over seven models at three sizes, FFNeRV and T-NeRV highest; 1.7 centres that range in the 1.5x bound).
+# (tests/test_decoder_limits.py: at 2 the estimate was 0.83-1.65x the measured growth over seven models at
+# three sizes, FFNeRV and T-NeRV highest; at 1.7, 0.79-1.73x, the measurement itself varying up to 1.7x).
 ACTIVATION_FACTOR = 1.7
 # Transmitted values per file byte above which a file declares more decoding than any writer's file
 # (docs/bitstream.md): 1024 is 1/128 bit per value over the whole file; real files hold 0.2-1.4.
@@ -100,12 +100,17 @@ MAX_MACS_PER_PIXEL_PER_VALUE = 4
 MAX_PADDING = 2
 
 
+def declared_values(header: dict[str, Any]) -> int:
+    """The number of transmitted values a (checked) header declares: the product of each tensor's shape."""
+    return sum(math.prod(entry["shape"]) for entry in header["tensors"])
+
+
 def decode_estimate(header: dict[str, Any], config: ModelConfig, num_decoded: int, batch_size: int) -> int:
     """Bytes that decoding `num_decoded` frames of a file with this (checked) header and config holds at
     its peak, `batch_size` frames at a time: the transmitted values (BYTES_PER_VALUE each), the decoder's
     activations (traced on the meta device: `decode_footprint`, times ACTIVATION_FACTOR) and the decoded
     frames (BYTES_PER_FRAME_VALUE each)."""
-    values = sum(math.prod(entry["shape"]) for entry in header["tensors"])
+    values = declared_values(header)
     footprint = decode_footprint(header["model"], config, batch_size)
     frames = num_decoded * 3 * config.height * config.width * BYTES_PER_FRAME_VALUE
     return values * BYTES_PER_VALUE + ACTIVATION_FACTOR * footprint.activation_bytes + frames
@@ -187,7 +192,7 @@ def check_work(
     could need: more transmitted values per file byte than MAX_VALUES_PER_BYTE, or more multiply-
     accumulates per output pixel than MAX_MACS_PER_PIXEL_PER_VALUE per transmitted value (traced in
     batches of `batch_size`, as the memory estimate is, so that one trace serves both)."""
-    values = sum(math.prod(entry["shape"]) for entry in header["tensors"])
+    values = declared_values(header)
     if values > MAX_VALUES_PER_BYTE * file_bytes:
         raise bad(
             f"it declares {values:,} values in {file_bytes:,} bytes ({values / file_bytes:,.0f} per byte); "
