@@ -6,7 +6,7 @@ frames of the bikes sample, next to the official implementation's figures for th
     python benchmarks/parity.py --epochs 2 --seeds 1   # a quick check that everything runs
 
 Seed by seed, each tnerv fit is set next to the official code's fit of the same seed (the same initial
-weights and frame order: tnerv replays the official training step for step), and the verdict of a model
+weights and frame order, tests/test_official_init.py), and the verdict of a model
 is over all its seeds. A fit that ends within 1 dB of the mean frame's PSNR is labelled collapsed, on
 either side, by the same rule.
 
