@@ -29,7 +29,7 @@ Outcomes:
   it was refused or decoded;
 - crash: any other exception, or an error message of more than one line;
 - abort: the process died;
-- hang: the per-case timeout passed.
+- hang: the case used more CPU time than the per-case timeout (or ten times that in wall-clock time).
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ import math
 import re
 import resource
 import multiprocessing as mp
+import os
 import random
 import struct
 import sys
@@ -50,6 +51,7 @@ import zlib
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -500,36 +502,55 @@ def _status(key: str) -> int:
     return int(re.search(rf"{key}:\s+(\d+) kB", Path("/proc/self/status").read_text()).group(1)) * 1024
 
 
-def _worker(connection, folder: str) -> None:
+def _worker(connection, folder: str, case: Callable[..., str]) -> None:
     while True:
         job = connection.recv()
         if job is None:
             return
         data, reference, crafted = job
-        connection.send(run_case(data, reference, crafted, Path(folder)))
+        connection.send(case(data, reference, crafted, Path(folder)))
+
+
+# A case still running after this many times the CPU timeout, in wall-clock time, is a hang even if it
+# used little CPU (a deadlock uses none).
+WALL_FACTOR = 10
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU seconds (user and system) a process has used so far (Linux: /proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class Worker:
     """A worker process that runs cases one at a time; restarted after an abort or a hang."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, case: Callable[..., str] = run_case):
         self.folder = folder
+        self.case = case
         self.context = mp.get_context("fork")
         self._start()
 
     def _start(self) -> None:
         self.connection, child = self.context.Pipe()
-        self.process = self.context.Process(target=_worker, args=(child, str(self.folder)), daemon=True)
+        self.process = self.context.Process(target=_worker, args=(child, str(self.folder), self.case), daemon=True)
         self.process.start()
 
     def run(self, data: bytes, reference: torch.Tensor, crafted: bool, timeout: float) -> str:
-        """The outcome of one case, "abort" if the worker died, "hang" if it ran past the timeout."""
+        """The outcome of one case, "abort" if the worker died, "hang" if it used more than `timeout`
+        seconds of CPU, or WALL_FACTOR times that in wall-clock time: CPU time, so that a busy machine,
+        which stretches every case's wall-clock time, does not turn a slow case into a hang."""
         try:
             self.connection.send((data, reference, crafted))
-            if self.connection.poll(timeout):
+            started, cpu = time.monotonic(), cpu_seconds(self.process.pid)
+            while not self.connection.poll(min(1.0, timeout)):
+                if (cpu_seconds(self.process.pid) - cpu > timeout
+                        or time.monotonic() - started > WALL_FACTOR * timeout):
+                    break
+            else:
                 return self.connection.recv()
             outcome = "hang"
-        except (EOFError, BrokenPipeError, ConnectionResetError):  # the worker died
+        except (EOFError, BrokenPipeError, ConnectionResetError, FileNotFoundError):  # the worker died
             outcome = "abort"
         self.process.kill()
         self.process.join()
@@ -596,7 +617,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("n", type=int, nargs="?", default=1000, help="number of mutants (default 1000)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--timeout", type=float, default=20.0, help="seconds per case before it counts as a hang")
+    parser.add_argument("--timeout", type=float, default=20.0, help="CPU seconds per case before it counts as a hang")
     parser.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS))
     parser.add_argument("--save", metavar="DIR", help="write the mutants with bad outcomes to this folder")
     args = parser.parse_args()

@@ -5,6 +5,7 @@ import importlib.util
 import json
 import struct
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -46,6 +47,37 @@ def _with_step(data: bytes, index: int, step: float) -> bytes:
     _, offset, qmin, entries = struct.unpack_from("<ffiI", bodies[index])
     bodies[index] = struct.pack("<ffiI", step, offset, qmin, entries) + bodies[index][16:]
     return fuzz.frame_sections(header, header_body, bodies)
+
+
+def _sleeps(seconds):
+    def case(data, reference, crafted, folder):
+        time.sleep(seconds)
+        return "refused"
+    return case
+
+
+def _spins(data, reference, crafted, folder):
+    while True:
+        pass
+
+
+def test_a_hang_is_cpu_time_not_a_busy_machines_wall_clock(tmp_path):
+    """A case that waits (as every case does on a busy machine) past the timeout without using CPU is
+    not a hang; one that keeps computing past it is, and so is one that waits past WALL_FACTOR times it.
+    Before, a case was a hang whenever its wall-clock time passed the timeout."""
+    waits = fuzz.Worker(tmp_path, _sleeps(1.0))
+    assert waits.run(b"", None, True, timeout=0.3) == "refused"
+    waits.close()
+    stuck = fuzz.Worker(tmp_path, _sleeps(60))
+    started = time.monotonic()
+    assert stuck.run(b"", None, True, timeout=0.2) == "hang"
+    assert time.monotonic() - started < 10
+    spins = fuzz.Worker(tmp_path, _spins)
+    started = time.monotonic()
+    assert spins.run(b"", None, True, timeout=0.5) == "hang"
+    assert time.monotonic() - started < 4
+    for worker in (stuck, spins):
+        worker.process.kill()
 
 
 def test_the_fuzzer_checks_a_crafted_decode_instead_of_labelling_it(seeds, tmp_path, monkeypatch):
