@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from tnerv.codec.bitstream import BitstreamError, TensorSection, decode_file, encode_file
+from tnerv.codec.bitstream import BitstreamError, TensorSection, pack, unpack
 from tnerv.codec.entropy import (
     LIKELIHOOD_FLOOR,
     FactorizedDensity,
@@ -130,12 +130,12 @@ def sample_file() -> tuple[dict, list[TensorSection], bytes]:
         step = as_float32(0.01 * (seed + 1))
         sections.append(TensorSection(step, 0.5, qmin, counts, encode_symbols(symbols, qmin, counts)))
     header = {"model": "test", "tensors": [{"name": f"t{i}", "shape": [3000]} for i in range(3)]}
-    return header, sections, encode_file(header, sections)
+    return header, sections, pack(header, sections)
 
 
 def test_bitstream_round_trip():
     header, sections, data = sample_file()
-    got_header, got = decode_file(data)
+    got_header, got = unpack(data)
     assert got_header == header
     for a, b in zip(sections, got):
         assert (a.step, a.offset, a.qmin, a.payload) == (b.step, b.offset, b.qmin, b.payload)
@@ -146,7 +146,7 @@ def test_every_truncation_is_rejected():
     _, _, data = sample_file()
     for cut in list(range(0, 64)) + list(range(64, len(data), 97)) + [len(data) - 1]:
         with pytest.raises(BitstreamError, match="truncated|not a tnerv bitstream|malformed"):
-            decode_file(data[:cut])
+            unpack(data[:cut])
 
 
 def test_every_bit_flip_is_rejected_and_names_its_section():
@@ -157,14 +157,14 @@ def test_every_bit_flip_is_rejected_and_names_its_section():
         flipped = bytearray(data)
         flipped[pos] ^= 1 << rng.randrange(8)
         with pytest.raises(BitstreamError) as error:
-            decode_file(bytes(flipped))
+            unpack(bytes(flipped))
         assert any(word in str(error.value) for word in ("section", "version", "bitstream", "bytes after"))
 
 
 def test_foreign_and_wrong_version_files():
     with pytest.raises(BitstreamError, match="not a tnerv bitstream"):
-        decode_file(b"\x00\x00\x00\x1cftypisom" + bytes(100))
+        unpack(b"\x00\x00\x00\x1cftypisom" + bytes(100))
     _, _, data = sample_file()
     newer = data[:4] + (99).to_bytes(2, "little") + data[6:]
     with pytest.raises(BitstreamError, match="version 99"):
-        decode_file(newer)
+        unpack(newer)

@@ -109,7 +109,7 @@ def section_checksum(index: int, name: str, framed: bytes, previous: int) -> int
     return zlib.crc32(framed, zlib.crc32(_INDEX.pack(index) + name.encode("utf-8", "surrogatepass"), previous))
 
 
-def encode_file(header: dict[str, Any], tensors: list[TensorSection]) -> bytes:
+def pack(header: dict[str, Any], tensors: list[TensorSection]) -> bytes:
     """The bytes of a .tnrv file: preamble, header section, tensor sections."""
     return frame_sections(header, json.dumps(header, separators=(",", ":")).encode(), [t.to_bytes() for t in tensors])
 
@@ -134,7 +134,7 @@ def frame_sections(header: dict[str, Any], header_body: bytes, tensor_bodies: li
 
 def write_file(path: str | Path, header: dict[str, Any], tensors: list[TensorSection]) -> int:
     """Writes a .tnrv file atomically (temporary file, then rename); returns its size in bytes."""
-    data = encode_file(header, tensors)
+    data = pack(header, tensors)
     write_atomic(path, data)
     return len(data)
 
@@ -148,7 +148,7 @@ def _section_name(header: dict[str, Any] | None, index: int) -> str:
         return f"section {index}"
 
 
-def decode_file(data: bytes, source: str = "file") -> tuple[dict[str, Any], list[TensorSection]]:
+def unpack(data: bytes, source: str = "file") -> tuple[dict[str, Any], list[TensorSection]]:
     """Parses and verifies a .tnrv file; BitstreamError names the first problem found."""
     if len(data) < _PREAMBLE.size:
         raise BitstreamError(f"{source} is not a tnerv bitstream: only {len(data)} bytes")
@@ -213,4 +213,4 @@ def read_file(path: str | Path) -> tuple[dict[str, Any], list[TensorSection]]:
     path = Path(path)
     if not path.is_file():
         raise TnervError(f"no such file: {path}")
-    return decode_file(path.read_bytes(), str(path))
+    return unpack(path.read_bytes(), str(path))
