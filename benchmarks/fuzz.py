@@ -59,7 +59,8 @@ import torch
 from tnerv.codec.bitstream import _PREAMBLE, _SECTION, HEADER, HEADER_NAME, SECTION_OVERHEAD, frame_sections, section_checksum
 from tnerv.codec.container import decoder_from_file, write_model_file
 from tnerv.codec.quantize import QuantizedTensor
-from tnerv.compress import compression_settings, decode_frames, export_model, inspect_file
+from tnerv.compress import compression_settings, export_model
+from tnerv.decode import decode_frames, inspect_file
 from tnerv.errors import TnervError
 from tnerv.models import config_to_dict, make_config
 from tnerv.models.auto import config_for_video

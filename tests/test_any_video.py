@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from tnerv.cli import main
-from tnerv.compress import decode_file, encode_video
+from tnerv.compress import encode_video
+from tnerv.decode import decode_file
 from tnerv.metrics import psnr
 from tnerv.models import create_model, list_models, load_preset
 from tnerv.models.auto import (

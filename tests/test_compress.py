@@ -10,7 +10,8 @@ import torch
 
 from tnerv.cli import main
 from tnerv.codec.bitstream import BitstreamError
-from tnerv.compress import decode_frames, encode_video, export_file
+from tnerv.compress import encode_video, export_file
+from tnerv.decode import decode_frames
 from tnerv.errors import TnervError
 from tnerv.metrics import psnr
 from tnerv.runs import VideoSpec, fit_run, load_frames
@@ -121,24 +122,24 @@ def test_damaged_files_are_rejected_cleanly(encoded, tmp_path):
 
 
 def with_hook(build, hook):
-    """`decoder_from_file` whose decoders run `hook` as a forward hook (see `register_forward_hook`)."""
+    """`build_decoder` whose decoders run `hook` as a forward hook (see `register_forward_hook`)."""
     def built(*args, **kwargs):
-        decoder, header = build(*args, **kwargs)
+        decoder = build(*args, **kwargs)
         decoder.register_forward_hook(hook)
-        return decoder, header
+        return decoder
     return built
 
 
 def test_a_model_that_fails_on_a_checked_file_is_not_called_a_bad_file(encoded, tmp_path, monkeypatch, capsys):
     # A model bug (here: an error raised inside the decoder's forward pass) on a file that passed every check
     # was reported as a corrupted file. It stays a one-line error with exit status 2, named for what it is.
-    import tnerv.compress as compress
+    import tnerv.decode as decode
 
     def fail(module, inputs, output):
         raise RuntimeError("shape '[1, 8]' is invalid\n  for input of size 9")
 
     folder, _ = encoded
-    monkeypatch.setattr(compress, "decoder_from_file", with_hook(compress.decoder_from_file, fail))
+    monkeypatch.setattr(decode, "build_decoder", with_hook(decode.build_decoder, fail))
     with pytest.raises(TnervError) as caught:
         decode_frames(folder / "clip.tnrv", 0, 2)
     assert not isinstance(caught.value, BitstreamError)
@@ -151,13 +152,13 @@ def test_a_model_that_fails_on_a_checked_file_is_not_called_a_bad_file(encoded, 
 
 
 def test_a_model_whose_frames_are_not_the_declared_video_is_the_files_fault(encoded, monkeypatch):
-    import tnerv.compress as compress
+    import tnerv.decode as decode
 
     def crop(module, inputs, output):
         return {**output, "output": output["output"][..., :-1, :]}  # one row short of the header's height
 
     folder, _ = encoded
-    monkeypatch.setattr(compress, "decoder_from_file", with_hook(compress.decoder_from_file, crop))
+    monkeypatch.setattr(decode, "build_decoder", with_hook(decode.build_decoder, crop))
     with pytest.raises(BitstreamError, match=r"its model decodes frames of \(3, 63, 128\), not the 3x64x128"):
         decode_frames(folder / "clip.tnrv", 0, 2)
 

@@ -17,7 +17,7 @@ import pytest
 import tnerv.codec.container as container
 from tnerv.cli import main
 from tnerv.codec.bitstream import BitstreamError, read_file
-from tnerv.compress import decode_frames
+from tnerv.decode import decode_frames
 from test_untrusted_files import fuzz  # benchmarks/fuzz.py, loaded there
 
 GIB = 2**30
@@ -186,7 +186,7 @@ from pathlib import Path
 import torch
 from tnerv.codec.bitstream import read_file
 from tnerv.codec.container import check_header, decode_estimate
-from tnerv.compress import decode_frames
+from tnerv.decode import decode_frames
 torch.set_num_threads(1)
 libc = ctypes.CDLL(None)
 def status(key):

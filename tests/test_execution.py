@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from tnerv.cli import main
-from tnerv.compress import MIN_AGREEMENT_DB, decode_file, decode_frames
+from tnerv.decode import MIN_AGREEMENT_DB, decode_file, decode_frames
 from tnerv.models import create_model, list_models
 from tnerv.models.auto import auto_config
 from tnerv.models.execution import FP32, NNPACK, ExecutionPath, candidate_paths
@@ -147,10 +147,10 @@ class StandIn(ExecutionPath):
 
 
 def black_first_frame(build):
-    """`decoder_from_file` for a clip whose first frame is black (every path decodes it to 0, exactly),
+    """`build_decoder` for a clip whose first frame is black (every path decodes it to 0, exactly),
     with the stand-in path's errors on its `wrong` frames."""
     def built(*args, **kwargs):
-        decoder, header = build(*args, **kwargs)
+        decoder = build(*args, **kwargs)
 
         def hook(module, inputs, output):
             idx, out = inputs[0], output["output"].clone()
@@ -160,17 +160,17 @@ def black_first_frame(build):
             return {**output, "output": out}
 
         decoder.register_forward_hook(hook)
-        return decoder, header
+        return decoder
     return built
 
 
 @pytest.fixture
 def stand_in(monkeypatch):
-    """Makes `tnerv.compress` try a stand-in fast path (returned as a setter of its wrong frames) before fp32,
+    """Makes `tnerv.decode` try a stand-in fast path (returned as a setter of its wrong frames) before fp32,
     on a clip whose first frame is black."""
-    import tnerv.compress as compress
+    import tnerv.decode as decode
 
-    monkeypatch.setattr(compress, "decoder_from_file", black_first_frame(compress.decoder_from_file))
+    monkeypatch.setattr(decode, "build_decoder", black_first_frame(decode.build_decoder))
 
     def use(wrong: tuple[int, ...]) -> StandIn:
         path = StandIn("fp32", channels_last=True, wrong=wrong)
@@ -178,7 +178,7 @@ def stand_in(monkeypatch):
         def paths(device, precision="auto"):  # --precision fp32 still decodes on fp32 alone
             return [CHANNELS_LAST] if precision == "fp32" else [path, CHANNELS_LAST]
 
-        monkeypatch.setattr(compress, "candidate_paths", paths)
+        monkeypatch.setattr(decode, "candidate_paths", paths)
         return path
     return use
 
@@ -210,7 +210,7 @@ def test_identical_frames_are_reported_as_identical_not_as_a_capped_number(tiny_
 
 
 def test_a_path_with_frames_that_are_not_finite_is_refused():
-    from tnerv.compress import _trial, worst_frame
+    from tnerv.decode import _trial, worst_frame
 
     good = torch.rand(3, 3, 8, 8)
     bad = good.clone()
@@ -225,15 +225,15 @@ def test_a_path_with_frames_that_are_not_finite_is_refused():
 def test_decode_times_the_path_choice_apart_and_reports_it(tiny_file, tmp_path, monkeypatch, capsys):
     # The path trials decode the probe batches once per path: 0.36 s of a 0.49 s decode of 4 frames went
     # unreported. Slowed by 0.5 s here, the trials' time is reported apart and not hidden in the fps.
-    import tnerv.compress as compress
+    import tnerv.decode as decode
 
-    choose = compress.choose_decode_path
+    choose = decode.choose_decode_path
 
     def slow(*args, **kwargs):
         time.sleep(0.5)
         return choose(*args, **kwargs)
 
-    monkeypatch.setattr(compress, "choose_decode_path", slow)
+    monkeypatch.setattr(decode, "choose_decode_path", slow)
     started = time.time()
     result = decode_file(tiny_file, tmp_path / "out")
     wall = time.time() - started

@@ -363,7 +363,7 @@ def _passive_openmp() -> None:
 
 def cmd_decode(args: argparse.Namespace) -> int:
     _passive_openmp()
-    from tnerv.compress import decode_file
+    from tnerv.decode import decode_file
 
     result = decode_file(
         args.file, args.output, args.frames, overwrite=args.overwrite, batch_size=args.batch_size,
@@ -381,13 +381,14 @@ def cmd_decode(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from tnerv.compress import inspect_file, plot_byte_allocation
+    from tnerv.bench.plots import file_allocation
+    from tnerv.decode import inspect_file
 
     info = inspect_file(args.file)
     if args.plot:
         if Path(args.plot).exists() and not args.overwrite:
             raise TnervError(f"{args.plot} exists; pass --overwrite to replace it")
-        info["plot"] = str(plot_byte_allocation(info, args.plot))
+        info["plot"] = str(file_allocation(info, args.plot))
     v = info["video"]
     lines = [
         f"{info['path']}: {info['bytes']:,} bytes, {info['bpp']:.4f} bpp",
@@ -415,7 +416,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from tnerv.compress import decode_file, encode_video, inspect_file, plot_byte_allocation
+    from tnerv.bench.plots import file_allocation
+    from tnerv.compress import encode_video
+    from tnerv.decode import decode_file, inspect_file
     from tnerv.runs import VideoSpec
     from tnerv.video import sample
 
@@ -434,7 +437,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         train_overrides={"epochs": args.epochs}, progress=not args.quiet,
     )
     decoded = decode_file(encoded.path, out / "bikes-decoded.mp4")  # a fresh decoder, from the file alone
-    plot = plot_byte_allocation(inspect_file(encoded.path), out / "bytes.png")
+    plot = file_allocation(inspect_file(encoded.path), out / "bytes.png")
     text = (
         _encode_summary(encoded)
         + f"\ndecoded the file again with a fresh decoder: {decoded.num_frames} frames at {decoded.fps:.1f} fps"

@@ -13,6 +13,7 @@ import re
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from matplotlib import colormaps, colors
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -319,3 +320,27 @@ def figures_for(records: Sequence[Record], bench: str, reference: str = "tnerv")
 def write_plots(records: Sequence[Record], out_dir: str | Path, bench: str, reference: str = "tnerv") -> list[Path]:
     """Write the figures that fit the bench as <name>.png into out_dir; return the paths."""
     return [save(fig, Path(out_dir) / f"{name}.png") for name, _, fig in figures_for(records, bench, reference)]
+
+
+def file_allocation_figure(info: dict[str, Any]) -> Figure:
+    """One bar of a .tnrv file's bytes per component (`tnerv.decode.inspect_file`), as supplementary Fig. 4."""
+    parts = {k: v for k, v in info["bytes_by_component"].items() if v > 0}
+    total = sum(parts.values())
+    fig = _new_figure(7, 1.8)
+    ax = fig.add_subplot()
+    left = 0.0
+    for name, value in parts.items():
+        share = 100 * value / total
+        ax.barh(0, share, left=left, color=COMPONENT_COLOURS.get(name, "#999999"), label=f"{name} {share:.1f}%")
+        left += share
+    ax.set_xlim(0, 100)
+    ax.set_yticks([])
+    ax.set_xlabel("share of the file's bytes (%)")
+    ax.set_title(f"{Path(info['path']).name}: {info['bytes']:,} bytes, {info['bpp']:.4f} bpp ({info['model']})")
+    fig.legend(loc="outside lower center", ncol=len(parts), frameon=False)
+    return fig
+
+
+def file_allocation(info: dict[str, Any], out_path: str | Path) -> Path:
+    """Writes `file_allocation_figure` (PNG, or the suffix's format); returns the path."""
+    return save(file_allocation_figure(info), out_path)

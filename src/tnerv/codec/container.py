@@ -117,21 +117,12 @@ def decode_estimate(header: dict[str, Any], config: ModelConfig, num_decoded: in
     return values * BYTES_PER_VALUE + ACTIVATION_FACTOR * footprint.activation_bytes + frames
 
 
-def check_header(
-    header: dict[str, Any],
-    source: str = "file",
-    max_memory: int | None = None,
-    num_decoded: int | None = None,
-    batch_size: int = 4,
-    file_bytes: int | None = None,
-) -> ModelConfig:
+def check_header(header: dict[str, Any], source: str = "file") -> ModelConfig:
     """Checks every field a decoder uses against the file itself before anything is allocated: the
     model and its config (which must build), the video's geometry, and each tensor's name, shape and
     component against the decoder that config describes (each tensor section's own fields were
-    checked as it was read: `TensorSection.from_bytes`); with `file_bytes`, refuses a file that
-    declares more decoding than a real file of its size (`check_work`); with `max_memory` (bytes),
-    refuses a file whose decoding of `num_decoded` frames (default all), `batch_size` at a time,
-    would need more (`decode_estimate`). Returns the model's config; BitstreamError names the problem."""
+    checked as it was read: `TensorSection.from_bytes`). Returns the model's config; BitstreamError
+    names the problem."""
 
     def bad(what: str) -> BitstreamError:
         return BitstreamError(f"{source}: {what}")
@@ -166,16 +157,33 @@ def check_header(
     missing = [name for name in expected if name not in listed]
     if missing:
         raise bad(f"tensor {missing[0]!r} of the {model} decoder is missing")
-    if file_bytes is not None:
-        check_work(header, config, file_bytes, bad, batch_size)
-    if max_memory is not None:
-        needed = decode_estimate(header, config, num_decoded or config.num_frames, batch_size)
-        if needed > max_memory:
-            raise bad(
-                f"decoding it needs about {_gib(needed)}, more than the {_gib(max_memory)} allowed "
-                f"(--max-memory; a smaller --batch-size than {batch_size} needs less)"
-            )
     return config
+
+
+def check_cost(
+    header: dict[str, Any],
+    config: ModelConfig,
+    file_bytes: int,
+    source: str = "file",
+    max_memory: int | None = None,
+    num_decoded: int | None = None,
+    batch_size: int = 4,
+) -> None:
+    """Refuses a file (its header checked) that declares more decoding than a real file of its size
+    (`check_work`), or whose decoding of `num_decoded` frames (default all), `batch_size` at a time,
+    would need more than `max_memory` bytes (`decode_estimate`; default: `default_memory_cap()`)."""
+
+    def bad(what: str) -> BitstreamError:
+        return BitstreamError(f"{source}: {what}")
+
+    check_work(header, config, file_bytes, bad, batch_size)
+    limit = default_memory_cap() if max_memory is None else max_memory
+    needed = decode_estimate(header, config, num_decoded or config.num_frames, batch_size)
+    if needed > limit:
+        raise bad(
+            f"decoding it needs about {_gib(needed)}, more than the {_gib(limit)} allowed "
+            f"(--max-memory; a smaller --batch-size than {batch_size} needs less)"
+        )
 
 
 def _gib(num_bytes: int) -> str:
@@ -228,24 +236,18 @@ def _is_count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
-def read_model_file(
-    path: str | Path, max_memory: int | None = None, num_decoded: int | None = None, batch_size: int = 4
-) -> tuple[dict[str, Any], ModelConfig, dict[str, torch.Tensor]]:
-    """The header, the model config and the dequantised transmitted state of a .tnrv file (checked
-    by `check_header`; `max_memory` default: `default_memory_cap()`)."""
-    header, sections = read_file(path)
-    limit = default_memory_cap() if max_memory is None else max_memory
-    config = check_header(header, str(path), limit, num_decoded, batch_size, Path(path).stat().st_size)
+def transmitted_state(header: dict[str, Any], sections: list[TensorSection], source: str = "file") -> dict[str, torch.Tensor]:
+    """The dequantised transmitted tensors of a file's (checked) sections, by name; each must be finite."""
     state = {}
     for index, (entry, section) in enumerate(zip(header["tensors"], sections), start=1):
         shape = entry["shape"]
         try:
             symbols = decode_symbols(section.payload, section.qmin, section.counts, math.prod(shape))
         except Exception as exc:  # noqa: BLE001 - whatever the entropy coder raises, the section is bad
-            raise BitstreamError(f"{path}: section {index} (tensor {entry['name']!r}) cannot be decoded: {exc}") from None
+            raise BitstreamError(f"{source}: section {index} (tensor {entry['name']!r}) cannot be decoded: {exc}") from None
         q = QuantizedTensor(torch.from_numpy(symbols).reshape(shape), section.step, section.offset)
-        state[entry["name"]] = check_finite(q.dequantize(), f"tensor {entry['name']!r}", str(path))
-    return header, config, state
+        state[entry["name"]] = check_finite(q.dequantize(), f"tensor {entry['name']!r}", source)
+    return state
 
 
 def check_finite(values: torch.Tensor, what: str, source: str = "file") -> torch.Tensor:
@@ -264,6 +266,24 @@ def check_frames(frames: torch.Tensor, first: int, source: str = "file") -> torc
     return frames
 
 
+def build_decoder(
+    header: dict[str, Any],
+    config: ModelConfig,
+    sections: list[TensorSection],
+    source: str = "file",
+    device: str | torch.device = "cpu",
+) -> VideoINR:
+    """The decoder a file describes (its header checked: `check_header`, its cost: `check_cost`),
+    rebuilt from the file alone (no preset, no checkpoint), each layer refusing a non-finite output."""
+    state = transmitted_state(header, sections, source)
+    try:
+        decoder = model_class(header["model"]).from_transmitted(config, state)
+    except (RuntimeError, ValueError, TypeError) as exc:
+        raise BitstreamError(f"{source}: its tensors do not load into the decoder: {exc}") from None
+    check_activations(decoder, source)
+    return decoder.to(device).eval()
+
+
 def decoder_from_file(
     path: str | Path,
     device: str | torch.device = "cpu",
@@ -271,16 +291,12 @@ def decoder_from_file(
     num_decoded: int | None = None,
     batch_size: int = 4,
 ) -> tuple[VideoINR, dict[str, Any]]:
-    """The decoder a .tnrv file describes, rebuilt from the file alone (no preset, no checkpoint);
-    `max_memory`, `num_decoded` (the frames the caller will decode) and `batch_size` (how many at a
-    time) as in check_header."""
-    header, config, state = read_model_file(path, max_memory, num_decoded, batch_size)
-    try:
-        decoder = model_class(header["model"]).from_transmitted(config, state)
-    except (RuntimeError, ValueError, TypeError) as exc:
-        raise BitstreamError(f"{path}: its tensors do not load into the decoder: {exc}") from None
-    check_activations(decoder, str(path))
-    return decoder.to(device).eval(), header
+    """The decoder of a .tnrv file and its header: the file read and checked once (`check_header`, then
+    `check_cost` with `max_memory`, `num_decoded` and `batch_size`), then `build_decoder`."""
+    header, sections = read_file(path)
+    config = check_header(header, str(path))
+    check_cost(header, config, Path(path).stat().st_size, str(path), max_memory, num_decoded, batch_size)
+    return build_decoder(header, config, sections, str(path), device), header
 
 
 def check_activations(decoder: VideoINR, source: str = "file") -> None:
