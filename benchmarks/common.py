@@ -4,10 +4,10 @@ and measure quality and decoding speed the same way for every model."""
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 
+from tnerv.decode import time_decode
 from tnerv.metrics import ms_ssim, psnr
 from tnerv.models import ModelConfig, create_model
 from tnerv.runs import VideoSpec, load_frames
@@ -17,16 +17,12 @@ from tnerv.video import sample
 
 @torch.no_grad()
 def decode_all(model, batch_size: int) -> tuple[torch.Tensor, float]:
-    """Every frame decoded by a decoder, and the frames per second (best of 3 runs)."""
+    """Every frame decoded by a decoder, and the frames per second (`tnerv.decode.time_decode`: the
+    median of 3 passes)."""
     idx = torch.arange(model.config.num_frames, device=next(model.parameters()).device)
-    best, out = float("inf"), None
-    for _ in range(3):
-        start = time.perf_counter()
-        out = torch.cat([o for _, o in model.reconstruct(idx, None, batch_size)])
-        if out.is_cuda:
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - start)
-    return out, len(idx) / best
+    speed, out = time_decode(lambda: torch.cat([o for _, o in model.reconstruct(idx, None, batch_size)]),
+                             len(idx), 3, device=idx.device)
+    return out, speed.fps
 
 
 def fit_and_measure(name: str, config: ModelConfig, train: TrainConfig, video: torch.Tensor, batch_size: int) -> dict:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from tnerv.anchors import ANCHOR_CODECS, encode_anchor, stream_suffix
 from tnerv.bench.protocols import Protocol
 from tnerv.codec.container import decoder_from_file
 from tnerv.compress import encode_video
+from tnerv.decode import time_decode
 from tnerv.errors import TnervError
 from tnerv.metrics import psnr
 from tnerv.models import config_to_dict, list_models, model_class
@@ -179,26 +179,24 @@ def _train_setup(unit: Unit, protocol: Protocol) -> tuple[str | None, dict[str, 
 
 
 def timed_decode(
-    build: Callable[[], VideoINR], num_frames: int, keep: int, device: torch.device, passes: int = 2
+    build: Callable[[], VideoINR], num_frames: int, keep: int, device: torch.device, passes: int = 3
 ) -> tuple[float, torch.Tensor]:
     """Frames per second of building a decoder and decoding every frame, one at a time (as a player
-    would), and the decoded frame `keep` as uint8 (3, H, W). A first frame is decoded before the
-    clock starts, so that one-off start-up costs (kernel selection, allocation) are not counted, and
-    the fastest of `passes` passes counts, so that a busy machine disturbs the figure less."""
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    next(build().reconstruct(torch.zeros(1, dtype=torch.long, device=device), None, 1))
-    best, kept = 0.0, None
-    for _ in range(passes):
-        sync()
-        started = time.perf_counter()
-        decoder = build()
-        for idx, out in decoder.reconstruct(torch.arange(num_frames, device=device), None, 1):
+    would; `tnerv.decode.time_decode`, the median of `passes` passes), and the decoded frame `keep` as
+    uint8 (3, H, W). A first frame is decoded before the clock starts, so that one-off start-up costs
+    (kernel selection, allocation) are not counted."""
+
+    def decode_pass() -> torch.Tensor:
+        for idx, out in build().reconstruct(torch.arange(num_frames, device=device), None, 1):
             if idx[0].item() == keep:
                 kept = torch.round(out[0].float() * 255).to(torch.uint8).cpu()
-        sync()
-        best = max(best, num_frames / (time.perf_counter() - started))
-    assert kept is not None
-    return best, kept
+        return kept
+
+    def warmup() -> None:
+        next(build().reconstruct(torch.zeros(1, dtype=torch.long, device=device), None, 1))
+
+    speed, kept = time_decode(decode_pass, num_frames, passes, warmup, device)
+    return speed.fps, kept
 
 
 @dataclass
