@@ -59,13 +59,13 @@ import torch
 from tnerv.codec.bitstream import _PREAMBLE, _SECTION, HEADER, HEADER_NAME, SECTION_OVERHEAD, frame_sections, section_checksum
 from tnerv.codec.container import decoder_from_file, write_model_file
 from tnerv.codec.quantize import QuantizedTensor
-from tnerv.compress import compression_settings, export_model
+from tnerv.codec.settings import compression_settings
+from tnerv.compress import export_model
 from tnerv.decode import decode_frames, inspect_file
 from tnerv.errors import TnervError
-from tnerv.models import config_to_dict, make_config
+from tnerv.models import config_to_dict, create_model, make_config
 from tnerv.models.auto import config_for_video
 from tnerv.models.sizing import transmitted_shapes
-from tnerv.runs import build_model
 from tnerv.train import VideoFrames
 
 DAMAGE = ("truncate", "bitflip", "length", "fill", "garbage", "delete", "duplicate", "swap", "foreign", "junk")
@@ -99,14 +99,14 @@ def write_seed(model: str, folder: Path, weights_seed: int) -> Path:
     torch.manual_seed(weights_seed)
     frames = torch.randint(0, 256, (FRAMES, 3, HEIGHT, WIDTH), dtype=torch.uint8)
     config, _ = config_for_video(model, HEIGHT, WIDTH, FRAMES, size=SIZE)
-    compression = compression_settings(model, None, 0.8, 8)
-    net = build_model({"model": model, "model_config": config_to_dict(config), "compression": compression})
+    settings = compression_settings(model)
+    net = settings.wrap(create_model(model, config))
     video = {"num_frames": FRAMES, "height": HEIGHT, "width": WIDTH, "fps": 25.0, "colour": {"frames": "RGB"}}
     path = folder / f"{model}-{weights_seed}.tnrv"
     source = VideoFrames(frames, torch.device("cpu"))
     net.attach_video(source)
     net.on_fit_start(torch.arange(FRAMES), source)  # quantisers start from the weights, as a fit does
-    export_model(net, model, video, path, source)
+    export_model(net, model, settings, video, path, source)
     return path
 
 

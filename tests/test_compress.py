@@ -10,6 +10,7 @@ import torch
 
 from tnerv.cli import main
 from tnerv.codec.bitstream import BitstreamError
+from tnerv.codec.settings import EntropyConstrainedSettings
 from tnerv.compress import encode_video, export_file
 from tnerv.decode import decode_frames
 from tnerv.errors import TnervError
@@ -86,7 +87,7 @@ def test_larger_lambda_gives_a_smaller_file(tmp_path):
         fit_run(
             CLIP, run, preset="nerv-s-cpu", model_overrides=TINY_NERV, progress=False,
             train_overrides={"epochs": 10, "lr": 3e-3, "batch_size": 2},
-            compression={"method": "entropy-constrained", "lambda": lam, "lambda_start": 0.3, "init_bits": 8},
+            compression=EntropyConstrainedSettings(lam, phase_start=0.3),
         )
         frames = VideoFrames(load_frames(CLIP), torch.device("cpu"))
         summary, estimate = export_file(run, tmp_path / f"{lam}.tnrv", frames)
@@ -172,7 +173,7 @@ def test_foreign_file_through_the_cli(tmp_path, capsys):
 def encoded_tnerv(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tnerv")
     result = encode_video(
-        CLIP, folder / "clip.tnrv", preset="tnerv-s-cpu", lam=0.1, lambda_start=0.5,
+        CLIP, folder / "clip.tnrv", preset="tnerv-s-cpu", lam=0.1, phase_start=0.5,
         train_overrides={"epochs": 4}, progress=False,
     )
     return folder, result

@@ -146,7 +146,7 @@ def test_the_frame_order_follows_the_seed_not_earlier_draws(tiny_clip, wrapped):
     seed_everything(5)
     model = tiny_nerv(tiny_clip, seed=5)
     if wrapped:
-        model = EntropyConstrained(model, 0.1, lambda_start=0.5)
+        model = EntropyConstrained(model, 0.1, phase_start=0.5)
     other = copy.deepcopy(model)  # the same initial weights
     fit(model, tiny_clip, config, progress=False)
     torch.rand(100), np.random.rand(), random.random()  # the caller draws before its second fit

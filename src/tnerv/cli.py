@@ -14,7 +14,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, NoReturn
 
-from tnerv.errors import TnervError
+from tnerv.errors import TnervError, short_repr
 
 
 def _size(text: str, order: str) -> tuple[int, int]:
@@ -343,7 +343,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
 
     result = encode_video(
         _video_spec(args), args.output, model=args.model, preset=args.preset, lam=args.lam,
-        lambda_start=args.lambda_start, prune=args.prune, model_overrides=dict(args.set or []),
+        phase_start=args.phase_start, prune=args.prune, model_overrides=dict(args.set or []),
         train_overrides=_train_overrides(args), run_dir=args.run_dir, overwrite=args.overwrite,
         resume=args.resume, progress=not args.quiet, size=args.size, ablations=args.ablation,
         on_config=_announce(args),
@@ -394,6 +394,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         f"{info['path']}: {info['bytes']:,} bytes, {info['bpp']:.4f} bpp",
         f"  model {info['model']} ({info['method']}), tnerv {info['tnerv_version']}",
         f"  video {v['num_frames']} frames of {v['width']}x{v['height']} at {v['fps']:g} fps, {v['colour']}",
+        *_made_with(info["compression"]),
         "  bytes by component:",
         *(f"    {k:<11} {b:>10,}  {100 * b / info['bytes']:5.1f}%" for k, b in info["bytes_by_component"].items()),
     ]
@@ -401,6 +402,16 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         lines.append(f"  byte-allocation plot: {info['plot']}")
     _print(info, args.json, "\n".join(lines))
     return 0
+
+
+def _made_with(compression: Any) -> list[str]:
+    """The line of `tnerv inspect` that says how a file was made (its header's compression settings,
+    shown as written: a file from elsewhere may hold anything there, the decoder does not use it)."""
+    if not isinstance(compression, dict):
+        return []
+    # JSON keys are strings: their repr without the quotes; every value escaped and cut (short_repr).
+    shown = ", ".join(f"{short_repr(k)[1:-1]}={short_repr(v)}" for k, v in compression.items() if k != "method")
+    return [f"  made with: {shown}"]
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -576,6 +587,8 @@ def _add_training_args(p: argparse.ArgumentParser, overwrite_help: str, resume_h
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `tnerv` command."""
+    from tnerv.codec.settings import DEFAULT_LAMBDA, PHASE_START  # no torch: the parser stays quick
+
     parser = _Parser(prog="tnerv", description="Neural video representation and compression.")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -619,10 +632,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="the .tnrv file to write")
     p.add_argument(
         "--lambda", dest="lam", type=_nonnegative_float,
-        help="rate weight of entropy-constrained models (larger = smaller file; default 0.1)",
+        help=f"rate weight of entropy-constrained models (larger = smaller file; default {DEFAULT_LAMBDA:g})",
     )
-    p.add_argument("--lambda-start", type=_fraction, default=0.8,
-                   help="fraction of epochs before the compression phase (lambda > 0, pruning, QAT); default 0.8")
+    p.add_argument("--phase-start", "--lambda-start", dest="phase_start", type=_fraction, default=PHASE_START,
+                   help=f"fraction of epochs before the compression phase (lambda > 0, pruning, QAT); default {PHASE_START:g}")
     p.add_argument("--prune", type=_fraction, help="fraction of decoder weights to prune (post-training models; NeRV: 0.4)")
     p.add_argument("--run-dir", help="where training checkpoints go (default: OUTPUT.run)")
     _add_training_args(p, "replace an existing output and its run directory", "continue an interrupted encode")

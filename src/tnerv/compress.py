@@ -12,9 +12,15 @@ from typing import Any
 import torch
 
 from tnerv.codec.bitstream import read_file
-from tnerv.codec.constrained import ENTROPY_CONSTRAINED
 from tnerv.codec.container import decoder_from_file, write_model_file
-from tnerv.codec.post_training import POST_TRAINING, QuantizationAware
+from tnerv.codec.settings import (
+    PHASE_START,
+    POST_TRAINING,
+    CompressionSettings,
+    PostTrainingSettings,
+    compression_settings,
+    settings_from_dict,
+)
 from tnerv.codec.wrapper import CompressionWrapper
 from tnerv.errors import TnervError
 from tnerv.files import check_output
@@ -23,14 +29,9 @@ from tnerv.models import VideoINR, config_to_dict, load_preset, model_class
 from tnerv.models.auto import DEFAULT_MODEL
 from tnerv.models.sizing import machine_memory
 from tnerv.parallel import launched_by_torchrun
-from tnerv.runs import VideoSpec, fit_run, load_frames, load_run, read_run
+from tnerv.runs import VideoSpec, fit_run, load_run, read_run
 from tnerv.train import VideoFrames, evaluate
 from tnerv.video import default_matrix, probe
-
-
-# The rate weight of entropy-constrained models when none is given: the second of the paper's four
-# rate points (0.01, 0.1, 0.5, 1.0), a file near the middle of their range.
-DEFAULT_LAMBDA = 0.1
 
 
 @dataclass
@@ -61,30 +62,6 @@ class EncodeResult:
         return asdict(self)
 
 
-def compression_settings(
-    model: str, lam: float | None, phase_start: float, init_bits: int, prune: float | None = None
-) -> dict[str, Any]:
-    """The run's compression record: entropy-constrained for models trained that way (lambda default
-    DEFAULT_LAMBDA), else post-training quantisation (with the model's pruning and quantisation-aware fine-tuning)."""
-    cls = model_class(model)
-    if cls.compression == ENTROPY_CONSTRAINED:
-        lam = DEFAULT_LAMBDA if lam is None else lam
-        if lam < 0:
-            raise TnervError(f"--lambda must be 0 or more, got {lam}")
-        if prune:
-            raise TnervError(f"{model} is compressed by its rate term; --prune does not apply")
-        return {"method": ENTROPY_CONSTRAINED, "lambda": lam, "lambda_start": phase_start, "init_bits": init_bits}
-    if lam is not None:
-        raise TnervError(f"{model} is compressed after training (quantisation + entropy coding); --lambda does not apply")
-    prune = cls.post_training_prune if prune is None else prune
-    if not 0 <= prune < 1:
-        raise TnervError(f"--prune is the fraction of weights removed, in [0, 1); got {prune}")
-    return {
-        "method": POST_TRAINING, "bits": dict(cls.post_training_bits), "prune": prune,
-        "qat": cls.post_training_qat, "phase_start": phase_start,
-    }
-
-
 def _video_header(spec: VideoSpec, num_frames: int, height: int, width: int) -> dict[str, Any]:
     info = probe(spec.path, size=spec.yuv_size)
     return {
@@ -100,19 +77,32 @@ def export_file(run_dir: str | Path, path: str | Path, frames: VideoFrames) -> t
     """Writes the fitted model of a run directory as a .tnrv file; returns the file's summary and
     the learned densities' payload estimate in bits (None for post-training quantisation)."""
     net, run, _ = load_run(run_dir, device="cpu")
-    # The video's own size: a model that codes padded frames is cropped back to it by the decoder.
+    return export_run(net, run, path, frames)
+
+
+def export_run(net: VideoINR, run: dict[str, Any], path: str | Path, frames: VideoFrames) -> tuple[Any, float | None]:
+    """Writes a model fitted as `run` (its run.json) describes as a .tnrv file for its video, at the
+    video's own size (a model that codes padded frames is cropped back to it by the decoder)."""
     video = _video_header(VideoSpec.from_dict(run["video"]), net.config.num_frames, *frames.size)
-    return export_model(net, run["model"], video, path, frames)
+    return export_model(net, run["model"], settings_from_dict(run.get("compression")), video, path, frames)
 
 
 def export_model(
-    net: VideoINR, model: str, video: dict[str, Any], path: str | Path, frames: VideoFrames
+    net: VideoINR,
+    model: str,
+    settings: CompressionSettings | None,
+    video: dict[str, Any],
+    path: str | Path,
+    frames: VideoFrames,
 ) -> tuple[Any, float | None]:
-    """Writes a fitted model (a CompressionWrapper, or a plain model: its own post-training method) as
-    a .tnrv file for `video` (the header's num_frames, height, width, fps, colour); returns as export_file."""
-    if not isinstance(net, CompressionWrapper):  # a plain `tnerv fit` run: the model's own method
-        settings = compression_settings(model, None, 1.0, 8, prune=0.0)
-        net = QuantizationAware(net, settings["bits"])
+    """Writes a fitted model as a .tnrv file for `video` (the header's num_frames, height, width, fps,
+    colour), with the compression settings it was trained with in its header: a CompressionWrapper, or
+    a plain model (`settings` None: a plain fit, quantised with its model's post-training bits, nothing
+    pruned). Returns as export_file."""
+    if settings is None:
+        settings = PostTrainingSettings(dict(model_class(model).post_training_bits), phase_start=1.0)
+    if not isinstance(net, CompressionWrapper):
+        net = settings.wrap(net)
     net.prepare_export(frames)
     quantized = net.quantized_state()
     inner = net.model
@@ -124,7 +114,7 @@ def export_model(
         quantized,
         {name: inner.component_of(name) for name in quantized},
         net.frequency_table,
-        extra={"method": net.name},
+        extra={"method": net.name, "compression": settings.to_dict()},
     )
     return summary, net.estimated_bits(quantized)
 
@@ -143,7 +133,7 @@ def encode_video(
     model: str | None = None,
     preset: str | None = None,
     lam: float | None = None,
-    lambda_start: float = 0.8,
+    phase_start: float = PHASE_START,
     init_bits: int = 8,
     prune: float | None = None,
     model_overrides: dict[str, Any] | None = None,
@@ -156,8 +146,9 @@ def encode_video(
     ablations: list[str] | None = None,
     on_config: Callable[[dict[str, Any]], None] | None = None,
 ) -> EncodeResult:
-    """Trains a model on a video (in `run_dir`, default PATH.run), writes the .tnrv file and
-    measures the quality of what a decoder gets from it."""
+    """Trains a model on a video (in `run_dir`, default PATH.run) with its compression method
+    (`tnerv.codec.settings.compression_settings`), writes the .tnrv file and measures the quality of
+    what a decoder gets from it."""
     if launched_by_torchrun():
         raise TnervError("tnerv encode runs in one process; torchrun is for tnerv fit")
     path = check_output(path, (".tnrv",), "a .tnrv file")
@@ -168,15 +159,16 @@ def encode_video(
     compression = None
     if not resume:
         name = model or (load_preset(preset).model if preset else DEFAULT_MODEL)
-        compression = compression_settings(name, lam, lambda_start, init_bits, prune)
+        compression = compression_settings(name, lam, phase_start, init_bits, prune)
     fitted = fit_run(
         video, run_dir, model=model, preset=preset, model_overrides=model_overrides,
         train_overrides=train_overrides, overwrite=overwrite, resume=resume, progress=progress,
         compression=compression, size=size, ablations=ablations, on_config=on_config,
     )
+    # The model and frames of the fit itself: the file is written without reading them back.
     run = read_run(run_dir)
-    frames = VideoFrames(load_frames(VideoSpec.from_dict(run["video"])), torch.device("cpu"))
-    summary, estimate = export_file(run_dir, path, frames)
+    frames = VideoFrames(fitted.frames, torch.device("cpu"))
+    summary, estimate = export_run(fitted.fitted.cpu().eval(), run, path, frames)
     quality = decoded_quality(path, frames)
     n, _, h, w = frames.data.shape
     return EncodeResult(

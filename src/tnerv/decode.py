@@ -322,6 +322,7 @@ def inspect_file(path: str | Path) -> dict[str, Any]:
         "bpp": bits_per_pixel(size, v["num_frames"], v["height"], v["width"]),
         "model": header["model"],
         "method": header.get("method"),
+        "compression": header.get("compression"),  # the settings it was made with (as written; not used to decode)
         "video": v,
         "config": header["config"],
         "bytes_by_component": by_component,

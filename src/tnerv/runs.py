@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +15,7 @@ import numpy as np
 import torch
 
 import tnerv
-from tnerv.codec.constrained import ENTROPY_CONSTRAINED, EntropyConstrained
-from tnerv.codec.post_training import POST_TRAINING, QuantizationAware
+from tnerv.codec.settings import CompressionSettings, settings_from_dict
 from tnerv.errors import TnervError
 from tnerv.files import write_json_atomic
 from tnerv.metrics import QualityReport
@@ -99,10 +98,15 @@ class RunResult:
     collapsed: dict[str, Any] | None = None  # the fit's collapse verdict (`tnerv.train.FitResult`), None if none
     seed: int | None = None  # the seed of the fit kept (the run's, plus one per restart after a collapse)
     restarts: list[dict[str, Any]] | None = None  # the seeds abandoned for a collapse, and their verdicts
+    # A fit's model as trained (its compression wrapper included) and the frames it was fitted to (uint8
+    # N, 3, H, W), so that encoding writes the file without reading them back; not part of the record.
+    fitted: VideoINR | None = field(default=None, repr=False, compare=False)
+    frames: torch.Tensor | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for result.json and --json output."""
-        data = asdict(self)
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("fitted", "frames")}
+        data["report"] = asdict(self.report)
         data["psnr"], data["ms_ssim"] = self.report.psnr, self.report.ms_ssim
         return data
 
@@ -125,16 +129,8 @@ def check_trainable(model: str, total: int) -> None:
 def build_model(run: dict[str, Any]) -> VideoINR:
     """The model a run.json describes, wrapped for entropy-constrained training if the run asks."""
     net = create_model(run["model"], run["model_config"])
-    compression = run.get("compression") or {}
-    if compression.get("method") == ENTROPY_CONSTRAINED:
-        net = EntropyConstrained(
-            net, compression["lambda"], compression["lambda_start"], compression["init_bits"]
-        )
-    elif compression.get("method") == POST_TRAINING:
-        net = QuantizationAware(
-            net, compression["bits"], compression["prune"], compression["qat"], compression["phase_start"]
-        )
-    return net
+    settings = settings_from_dict(run.get("compression"))
+    return settings.wrap(net) if settings else net
 
 
 def fit_run(
@@ -148,14 +144,13 @@ def fit_run(
     resume: bool = False,
     progress: bool = True,
     on_epoch_end: Any = None,
-    compression: dict[str, Any] | None = None,
+    compression: CompressionSettings | None = None,
     size: int | None = None,
     ablations: list[str] | None = None,
     on_config: Callable[[dict[str, Any]], None] | None = None,
 ) -> RunResult:
     """Fits a model (by name and/or preset) to a video into the run directory `out`; `compression`
-    ({"method": "entropy-constrained", "lambda": ..., "lambda_start": ..., "init_bits": ...}) adds
-    the rate term; `ablations` switches parts of the model off (T-NeRV); `size` scales the model to
+    (`tnerv.codec.settings`) wraps the model for its compression method (e.g. the rate term); `ablations` switches parts of the model off (T-NeRV); `size` scales the model to
     that many transmitted parameters, keeping its split between components (default: a size that follows
     from the video, `tnerv.models.auto`); `on_config` sees what was chosen (`describe`) before training."""
     out = Path(out)
@@ -199,7 +194,7 @@ def fit_run(
             "model_config": config_to_dict(model_config),
             "train_config": config.to_dict(),
             "video": asdict(video),
-            "compression": compression,
+            "compression": compression.to_dict() if compression else None,
             "chosen": chosen,
         }
         pick_device(config.device)  # an unusable device leaves nothing behind
@@ -221,6 +216,8 @@ def fit_run(
         collapsed=result.collapsed,
         seed=result.seed,
         restarts=result.restarts,
+        fitted=net,
+        frames=frames,
     )
     if main:
         write_json_atomic(outcome.to_dict(), out / RESULT_FILE)

@@ -24,6 +24,7 @@ import torch
 from tnerv.anchors import ANCHOR_CODECS, encode_anchor, stream_suffix
 from tnerv.bench.protocols import Protocol
 from tnerv.codec.container import decoder_from_file
+from tnerv.codec.settings import ENTROPY_CONSTRAINED
 from tnerv.compress import encode_video
 from tnerv.decode import time_decode
 from tnerv.errors import TnervError
@@ -119,7 +120,7 @@ def plan_units(bench: str, protocol: Protocol, videos: list[Sequence], methods: 
                 units.append(Unit(video, method, "tnerv", tuple(method.removeprefix("tnerv-").split("+"))))
             elif bench != "compression":
                 units.append(Unit(video, method, method))
-            elif model_class(method).compression == "entropy-constrained":
+            elif model_class(method).compression == ENTROPY_CONSTRAINED:
                 units += [Unit(video, method, method, lam=lam, size=protocol.budget) for lam in protocol.lambdas]
             else:
                 units += [Unit(video, method, method, size=size) for size in protocol.sizes]

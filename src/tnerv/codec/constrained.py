@@ -15,11 +15,10 @@ from torch import Tensor, nn
 
 from tnerv.codec.entropy import FactorizedDensity
 from tnerv.codec.quantize import LearnedQuantizer, QuantizedTensor
+from tnerv.codec.settings import ENTROPY_CONSTRAINED, PHASE_START
 from tnerv.codec.wrapper import CompressionWrapper, module_key
 from tnerv.errors import TnervError
 from tnerv.models.base import FrameSource, VideoINR
-
-ENTROPY_CONSTRAINED = "entropy-constrained"
 
 
 class EntropyConstrained(CompressionWrapper):
@@ -31,11 +30,11 @@ class EntropyConstrained(CompressionWrapper):
         self,
         model: VideoINR,
         lam: float,
-        lambda_start: float = 0.8,
+        phase_start: float = PHASE_START,
         init_bits: int = 8,
         side_lr_scale: float = 10.0,
     ):
-        super().__init__(model, lambda_start)
+        super().__init__(model, phase_start)
         self.lam, self.side_lr_scale = lam, side_lr_scale
         c = model.config
         self.num_pixels = c.num_frames * c.height * c.width

@@ -12,11 +12,9 @@ import torch
 from torch import Tensor
 
 from tnerv.codec.quantize import QuantizedTensor, uniform_quantize
+from tnerv.codec.settings import PHASE_START, POST_TRAINING
 from tnerv.codec.wrapper import CompressionWrapper
 from tnerv.models.base import VideoINR
-
-
-POST_TRAINING = "post-training"
 
 
 def fake_quantize(x: Tensor, bits: int) -> Tensor:
@@ -33,7 +31,7 @@ class QuantizationAware(CompressionWrapper):
     name = POST_TRAINING
 
     def __init__(
-        self, model: VideoINR, bits: dict[str, int], prune: float = 0.0, qat: bool = False, phase_start: float = 0.8
+        self, model: VideoINR, bits: dict[str, int], prune: float = 0.0, qat: bool = False, phase_start: float = PHASE_START
     ):
         super().__init__(model, phase_start)
         self.bits, self.prune, self.qat = dict(bits), prune, qat
