@@ -554,7 +554,7 @@ def _add_training_args(p: argparse.ArgumentParser, overwrite_help: str, resume_h
     p.add_argument("--seed", type=_count_from_zero)
     p.add_argument(
         "--restart-on-collapse", type=_count_from_zero, metavar="N",
-        help="if the PSNR is within 1 dB of the mean frame's after a quarter of the epochs, start over with the "
+        help="if the PSNR is not 1 dB above the mean frame's after a quarter of the epochs, start over with the "
              "next seed, up to N times (default 0: say so and go on)",
     )
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, ...")

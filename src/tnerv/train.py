@@ -302,8 +302,8 @@ def mean_frame_psnr(frames: VideoFrames, batch_size: int = 4) -> float:
 
 
 def collapse_verdict(epoch: int, model_psnr: float, mean_psnr: float) -> dict[str, Any] | None:
-    """{"epoch", "psnr", "mean_frame_psnr"} when the model's PSNR is within COLLAPSE_MARGIN_DB of the
-    mean frame's (or NaN), else None. A clip that its mean frame reproduces exactly for some frame
+    """{"epoch", "psnr", "mean_frame_psnr"} when the model's PSNR is not COLLAPSE_MARGIN_DB above the
+    mean frame's (below it, or NaN, included), else None. A clip that its mean frame reproduces exactly for some frame
     (a still clip, one frame) has an infinite mean-frame PSNR: it cannot be judged and is not flagged."""
     if math.isfinite(mean_psnr) and not model_psnr >= mean_psnr + COLLAPSE_MARGIN_DB:
         return {"epoch": epoch, "psnr": model_psnr, "mean_frame_psnr": mean_psnr}
@@ -533,7 +533,7 @@ def fit(
                     if len(restarts) < config.restart_on_collapse else
                     "training goes on (--restart-on-collapse N restarts with the next seed)")
             say(f"the fit looks collapsed (seed {seed}): PSNR {verdict['psnr']:.2f} dB after epoch {entry['epoch']} "
-                f"of {config.epochs}, within {COLLAPSE_MARGIN_DB:g} dB of the mean frame's "
+                f"of {config.epochs}, not {COLLAPSE_MARGIN_DB:g} dB above the mean frame's "
                 f"{verdict['mean_frame_psnr']:.2f} dB; {then}")
         return verdict
 
