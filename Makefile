@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# glibc otherwise returns large conv buffers to the OS after every pass (see docs/ and TOOLING.md).
+# glibc otherwise returns large conv buffers to the OS after every pass (docs/dependencies.md).
 export MALLOC_MMAP_THRESHOLD_ ?= 268435456
 export MALLOC_TRIM_THRESHOLD_ ?= 1073741824
 

@@ -4,14 +4,14 @@ tests/test_official_init.py checks `seed_everything(s)` + `<model>-ref-cpu` agai
     /tmp/official/venv/bin/python benchmarks/official_init.py --src /tmp/official/src \
         --out tests/data/official_init_digests.json
 
-`--src` holds the official repositories at the commits in COMMITS with the CPU patches of
-shared/findings/official-runs/patches (how to set them up: shared/findings/official-harness/README.md).
-Run it with an interpreter that can import the official training scripts (the harness's venv: torch
+`--src` holds the official repositories at the commits in COMMITS with the CPU patches described in
+docs/official-runs.md (how to set them up: its "Re-running them").
+Run it with an interpreter that can import the official training scripts (the official runs' venv: torch
 2.13.0+cpu, tensorboard, pandas, pytorch-msssim, dahuffman); tnerv itself is not imported.
 
 Nothing of the official code is re-implemented here: each model is built by running the official
 training script itself, in a fresh process per model and seed, with the flags of the official runs
-(REPORT.md's cmds.sh) plus `--manualSeed S`. The script's `main()` parses the flags, seeds torch, numpy
+(docs/official-runs.md, "Command lines") plus `--manualSeed S`. The script's `main()` parses the flags, seeds torch, numpy
 and random, and builds the model exactly as in training; the model class is wrapped so that the run
 stops the moment the model exists, before any training step, and its `state_dict()` (registration
 order, which is construction order) is digested: per tensor its name, shape and the sha256 of its
@@ -34,7 +34,7 @@ from pathlib import Path
 SEEDS = (1, 2, 3)
 FRAMES, HEIGHT, WIDTH = 64, 128, 256  # HNeRV's input folder (the official run's bikes128)
 
-# The official repositories and the commits that were run (REPORT.md, "Snapshots").
+# The official repositories and the commits that were run (docs/official-runs.md, "Repositories and commits").
 COMMITS = {
     "hnerv": ("haochen-rye/HNeRV", "4872129c8d004a25477e0c1ffbbff4ba71943ad5"),
     "nerv": ("haochen-rye/NeRV", "6904589ffbe8603dd742d9301bc1954abc551830"),
@@ -42,7 +42,7 @@ COMMITS = {
 }
 
 # Per model: the training script, the module-level name of the model class it builds, the source files
-# whose contents are recorded, and the official runs' flags (REPORT.md's cmds.sh, without the output
+# whose contents are recorded, and the official runs' flags (docs/official-runs.md, without the output
 # folder, the epochs and HNeRV's data folder, which are filled in below).
 SCRIPTS = {
     "hnerv": ("train_nerv_all.py", "HNeRV", ("train_nerv_all.py", "model_all.py", "hnerv_utils.py")),

@@ -12,7 +12,7 @@ either side, by the same rule.
 
 Each preset builds, layer for layer, what the official code builds with its README flags scaled to about
 0.35M parameters, and trains with the official recipe (see the presets' descriptions). Measured as the
-official figures were (shared/findings/official-runs/REPORT.md): PSNR is the mean per-frame PSNR of the
+official figures were (docs/official-runs.md): PSNR is the mean per-frame PSNR of the
 float model after the last epoch, frames clamped to [0, 1]; s/epoch is the median over the epochs;
 decode fps is the decoder alone rebuilt from the transmitted state (HNeRV's and DNeRV's embeddings
 precomputed, FFNeRV with its aggregation), batch 1, eval, no_grad, 10 warm-up frames, then the median
@@ -44,7 +44,7 @@ from tnerv.video import sample
 # run one after another on one machine on 2026-12-07 (seed 1 gave the 29.02 of the first official run
 # again); on a machine of unrecorded kind on 2026-12-06 they gave 29.02, 28.87 and 13.73 (seed 3 stuck at
 # the mean frame), so which seed collapses depends on the machine, for both codes. How each was run:
-# docs/experiments.md, "Parity with the official code".
+# docs/official-runs.md.
 OFFICIAL = {
     "nerv": {"parameters": 347_919, "s_per_epoch": 3.70, "decode_fps": 67.3, "psnr": {1: 27.43, 2: 27.47, 3: 27.49}},
     "hnerv": {"parameters": 359_278, "s_per_epoch": 4.63, "decode_fps": 63.3, "psnr": {1: 29.02, 2: 28.96, 3: 28.68}},

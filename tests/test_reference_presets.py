@@ -1,5 +1,5 @@
 """Reference-exact presets: each builds what the official code builds for its flags (parameter counts
-measured with the official code, shared/findings/official-runs/REPORT.md), with the official recipe;
+measured with the official code, docs/official-runs.md), with the official recipe;
 and the reference behaviours they need (NeRV's expansion, FFNeRV's compact blocks and a window with 0)."""
 
 import json

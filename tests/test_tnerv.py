@@ -45,7 +45,7 @@ def decode(model: TNeRV, idx: torch.Tensor, frames=None, batch_size: int = 1) ->
 @pytest.mark.parametrize(
     "preset, nominal, counts, geometry",
     [
-        # decoder / grids / embeddings at 600 frames, as MODELS.md's arithmetic gives them
+        # decoder / grids / embeddings at 600 frames, as docs/models.md's arithmetic gives them
         ("tnerv-12.4m-720p", 12.4e6, (7_269_936, 1_935_360, 3_024_000), ((5, 2, 2, 2, 2), 9, 16)),
         ("tnerv-3.0m-960p", 3.0e6, (1_857_391, 630_784, 614_400), ((5, 3, 2, 2, 2), 8, 16)),
         ("tnerv-9.3m-1080p", 9.3e6, (4_453_945, 2_580_480, 2_246_400), ((5, 3, 2, 2, 2), 9, 16)),

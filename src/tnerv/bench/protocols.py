@@ -2,7 +2,7 @@
 
 A protocol fixes the frame size, the frame count, the size budget, the epochs and (for compression)
 the rate points. Paper scale follows the supplementary: the settings of `tnerv.models.settings`, 300
-epochs (DAVIS 600; compression 600, as MODELS.md infers for T-NeRV), lambda in {0.01, 0.1, 0.5, 1.0}
+epochs (DAVIS 600; compression 600, inferred: docs/models.md), lambda in {0.01, 0.1, 0.5, 1.0}
 at a fixed size (Fig. 4), x265 at CRF 22/27/32/37. CPU scale shrinks all of it by one recipe, so that a
 bench runs in minutes on 2 cores: the frame's long side becomes 256 px (same aspect as the setting:
 144x256, or 128x256 for setting 2), 16-32 frames, a budget of 0.6x the setting's budget per frame (so

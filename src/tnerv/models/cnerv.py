@@ -1,7 +1,7 @@
 """C-NeRV (Gomes, Azevedo, Schroers, CVPR 2023): the positional encodings of (t, y, x) on the latent's
 grid, mixed by two convolutions into the latent, then E-NeRV's AdaIN-modulated upsampling stages.
 
-C-NeRV has no public code. The layout follows the paper's description (MODELS.md, "Baselines"); the
+C-NeRV has no public code. The layout follows the paper's description (docs/models.md, "C-NeRV"); the
 stem's widths and kernels are inferred so that the 720p model has E-NeRV's size (12.5M, Tab. 1).
 Its entropy-constrained training belongs to the codec; here it is fitted plainly."""
 

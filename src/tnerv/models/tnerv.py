@@ -6,8 +6,8 @@ What is transmitted (and counted in the size): the decoder (Temp. MLP, Pre-Block
 heads), the grids, and one embedding e_t per frame. The encoder side (ConvNeXt, temporal
 augmentation MLP, per-frame weights) and the training-only buffers are not.
 
-Every choice that the specification marks as inferred is a config field whose default is the
-inference; see TNeRVConfig. The specification: MODELS.md ("T-NeRV") and the supplementary Tabs. 2, 6-8.
+Every choice the paper leaves open is a config field whose default is the inference (TNeRVConfig).
+docs/models.md ("T-NeRV") lists what the supplementary's Tabs. 2 and 6-8 state and what is inferred.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ class TNeRVConfig(ModelConfig):
     """T-NeRV's architecture; the defaults are the 12.4M configuration at 1280x720 (Tab. 6).
 
     Fields marked "inferred" are not stated by the paper or its supplementary; the default is the
-    inference documented in MODELS.md."""
+    inference documented in docs/models.md."""
 
     # Geometry: the latent's (h, w) is the frame size divided by the product of the strides.
     strides: tuple[int, ...] | str = (5, 2, 2, 2, 2)  # or "auto": derived from the frame size
