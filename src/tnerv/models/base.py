@@ -19,6 +19,8 @@ from tnerv.errors import TnervError, short_repr
 # The parts of a model. Transmitted components are what a decoder needs and count in its size.
 TRANSMITTED_COMPONENTS = ("decoder", "grids", "embeddings")
 ENCODER = "encoder"
+# Frames per batch when a model encodes or decodes on its own (embeddings, the training buffer).
+INTERNAL_BATCH = 8
 
 FrameSource = Callable[[Tensor], Tensor]
 """Maps frame indices (B,) to frames (B, 3, H, W) float in [0, 1]; content-adaptive models need it."""

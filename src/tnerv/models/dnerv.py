@@ -25,9 +25,9 @@ from torch import Tensor, nn
 from tnerv.errors import TnervError
 from tnerv.models.base import ENCODER, FrameSource, ModelConfig, VideoINR
 from tnerv.models.hnerv import block_widths, scale_decoder
+from tnerv.models.embeddings import EncodedEmbeddings
 from tnerv.models.layers import (
     ConvNeXtEncoder,
-    EncodedEmbeddings,
     GatedFusion,
     UpsampleBlock,
     growing_kernel_sizes,

@@ -11,10 +11,10 @@ from torch import Tensor, nn
 
 from tnerv.errors import TnervError
 from tnerv.models.base import ENCODER, FrameSource, ModelConfig, VideoINR
+from tnerv.models.flow_output import FlowGuidedOutput
 from tnerv.models.layers import (
     CompactUpsampleBlock,
     FlowAggregator,
-    FlowGuidedOutput,
     TemporalGrid,
     UpsampleBlock,
     output_activation,

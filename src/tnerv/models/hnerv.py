@@ -17,9 +17,9 @@ from torch import Tensor, nn
 
 from tnerv.errors import TnervError
 from tnerv.models.base import ENCODER, FrameSource, ModelConfig, VideoINR
+from tnerv.models.embeddings import EncodedEmbeddings
 from tnerv.models.layers import (
     ConvNeXtEncoder,
-    EncodedEmbeddings,
     UpsampleBlock,
     growing_kernel_sizes,
     make_activation,

@@ -23,12 +23,12 @@ from torch import Tensor, nn
 
 from tnerv.errors import TnervError
 from tnerv.models.base import ENCODER, FrameSource, ModelConfig, VideoINR
+from tnerv.models.embeddings import EncodedEmbeddings
+from tnerv.models.flow_output import FlowGuidedOutput
 from tnerv.models.layers import (
     MLP,
     ConvNeXtEncoder,
-    EncodedEmbeddings,
     FlowAggregator,
-    FlowGuidedOutput,
     ModulatedUpsampleBlock,
     PositionalEncoding,
     TemporalGrid,
