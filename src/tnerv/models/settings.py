@@ -99,9 +99,9 @@ def get_setting(name: str) -> Setting:
 
 
 def _reference(model: str, setting: str) -> tuple[ModelConfig, dict[str, Any], str | None]:
-    """The reference config a setting derives a model's config from, the setting's geometry for the
-    model, and the name of the preset the setting names for it (a published config), if any; else
-    the model's reference preset (its card's), which the settings rescale."""
+    """The reference config a setting derives a model's config from (the preset the setting names for
+    it, a published config, else the reference preset on the model's card), the setting's geometry for
+    the model, and the name of the preset the setting names, if any."""
     card = model_class(model).card
     overrides = {**_GEOMETRY[setting]["*"], **_GEOMETRY[setting].get(model, {})}
     named = overrides.pop("preset", None)
