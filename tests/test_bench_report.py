@@ -16,6 +16,8 @@ import pytest
 
 from tnerv import bjontegaard
 from tnerv.bench import plots, report, tables
+from tnerv.bench.display import ANCHORS
+from tnerv.models import list_models, model_class
 from tnerv.video import write_frames
 
 SCALE = "CPU scale: 32x64, 8 frames, 0.40M parameters, 60 epochs"
@@ -248,6 +250,14 @@ def test_rd_average_is_per_point_index_and_skips_uneven_methods() -> None:
     assert left_out == ["hnerv"]
     bpp, psnr = curves["tnerv"]
     assert bpp == pytest.approx([0.05, 0.1, 0.2, 0.4]) and psnr[0] == pytest.approx(30.25)  # mean of both videos
+
+
+def test_models_and_anchors_keep_the_colour_and_marker_of_their_cards() -> None:
+    shown = {m: model_class(m).card for m in list_models()} | ANCHORS
+    assert len({d.colour for d in shown.values()}) == len({d.marker for d in shown.values()}) == len(shown)
+    for method, display in shown.items():
+        style = plots.method_style(method)
+        assert (style["color"], style["marker"]) == (display.colour, display.marker)
 
 
 def test_method_styles_are_stable_and_anchors_dashed(monkeypatch) -> None:

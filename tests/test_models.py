@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from tnerv.errors import TnervError
-from tnerv.models import create_model, list_models, list_presets, load_preset, make_config
+from tnerv.models import VideoINR, create_model, list_models, list_presets, load_preset, make_config, model_class
+from tnerv.models.registry import model_card, register_model
 from tnerv.models.layers import PositionalEncoding, reduced_widths
 from tnerv.models.sizing import derive_strides, latent_shape, split_into_strides
 
@@ -10,6 +11,22 @@ from tnerv.models.sizing import derive_strides, latent_shape, split_into_strides
 def test_registry_lists_nerv_and_its_presets():
     assert "nerv" in list_models()
     assert {"nerv-12.5m-720p", "nerv-s-cpu"} <= set(list_presets("nerv"))
+
+
+def test_every_model_has_a_card_whose_preset_is_its_own():
+    for name in list_models():
+        card = model_card(name)
+        assert card is model_class(name).card and load_preset(card.reference_preset).model == name
+    assert model_card("x265") is None
+
+
+def test_a_model_without_a_card_is_refused_where_it_is_defined():
+    class Bare(VideoINR):
+        name = "bare"
+
+    with pytest.raises(TypeError, match="no card"):
+        register_model(Bare)
+    assert "bare" not in list_models()
 
 
 def test_nerv_720p_preset_is_nerv_l_size():

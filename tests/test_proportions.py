@@ -10,12 +10,12 @@ import torch
 
 from tnerv.bench.protocols import CPU_BUDGET_PER_FRAME, CPU_SCALE
 from tnerv.cli import main
-from tnerv.models import create_model, load_preset
+from tnerv.models import create_model, list_models, load_preset, model_class
 from tnerv.models.ffnerv import MIN_GRID_CHANNELS, FFNeRV
-from tnerv.models.settings import REFERENCE_PRESETS, SETTINGS, cpu_config, setting_config
+from tnerv.models.settings import SETTINGS, cpu_config, setting_config
 from tnerv.models.sizing import config_geometry, format_split, split_of, transmitted_size
 
-MODELS = list(REFERENCE_PRESETS)
+MODELS = list_models()
 # The presets that the settings name: T-NeRV's published configs (supplementary Tab. 6, 7, 8).
 PUBLISHED = {"setting1": "tnerv-12.4m-720p", "setting2": "tnerv-3.0m-960p", "uvg-1080p": "tnerv-9.3m-1080p"}
 
@@ -62,7 +62,7 @@ def test_every_grid_slice_is_read_at_both_scales(model, setting):
     for config in (paper(model, setting), cpu(model, setting)):
         assert unread_slices(config.grid_resolutions, config.num_frames) == []
     # The grids keep their relation to the frame count (T-NeRV: 64/128/256 slices for 600 frames).
-    ref = load_preset(REFERENCE_PRESETS[model]).config()
+    ref = load_preset(model_class(model).card.reference_preset).config()
     c = cpu(model, setting)
     for slices, ref_slices in zip(c.grid_resolutions, ref.grid_resolutions):
         assert abs(slices - ref_slices * c.num_frames / ref.num_frames) <= 1

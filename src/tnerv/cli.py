@@ -209,7 +209,8 @@ def _configs_for_video(args: argparse.Namespace) -> int:
 
 def _setting_table(args: argparse.Namespace) -> int:
     from tnerv.bench.protocols import CPU_SCALE
-    from tnerv.models.settings import REFERENCE_PRESETS, cpu_config, get_setting, setting_config
+    from tnerv.models import list_models
+    from tnerv.models.settings import cpu_config, get_setting, setting_config
     from tnerv.models.sizing import format_split, split_of, transmitted_size
 
     setting = get_setting(args.setting)
@@ -221,7 +222,7 @@ def _setting_table(args: argparse.Namespace) -> int:
         "cpu": (height, width, cpu_frames, cpu_budget),
     }
     rows, comparison = [], []
-    for model in REFERENCE_PRESETS:
+    for model in list_models():
         paper = setting_config(model, setting.name, paper_frames)
         cpu = cpu_config(model, setting.name, height, width, cpu_frames, cpu_budget)
         counts = {"paper": transmitted_size(model, paper), "cpu": transmitted_size(model, cpu)}

@@ -2,7 +2,8 @@
 
 Figures are built as bare matplotlib Figures on the Agg canvas (pyplot is never imported, so no
 window opens and no global figure state builds up). Every method keeps one colour and marker in
-every figure; conventional codecs (records without parameters) are drawn dashed.
+every figure (a model's from its card: `tnerv.bench.display`); conventional codecs (records without
+parameters) are drawn dashed.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from matplotlib import colormaps, colors
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from tnerv.bench.display import display_of
 from tnerv.bench.tables import (
     METRICS,
     Record,
@@ -35,20 +37,6 @@ from tnerv.bench.tables import (
 from tnerv.errors import TnervError
 from tnerv.files import write_atomic
 
-COLOURS = {
-    "tnerv": "#d62728",
-    "hnerv": "#1f77b4",
-    "ffnerv": "#2ca02c",
-    "cnerv": "#9467bd",
-    "enerv": "#e377c2",
-    "dnerv": "#ff7f0e",
-    "nerv": "#8c564b",
-    "x265": "#000000",
-    "x264": "#7f7f7f",
-    "av1": "#17becf",
-}
-MARKERS = {"tnerv": "o", "hnerv": "s", "ffnerv": "^", "cnerv": "v", "enerv": "D", "dnerv": "P", "nerv": "X",
-           "x265": "*", "x264": "h", "av1": "p"}
 COMPONENT_COLOURS = {"decoder": "#4c72b0", "grids": "#dd8452", "embeddings": "#55a868", "other": "#8c8c8c"}
 _FALLBACK_MARKERS = "osv^DPXh*p<>"
 _ABLATION = re.compile(r"tnerv-([A-Za-z])(\d+)")
@@ -57,9 +45,10 @@ DPI = 120
 
 def method_style(method: str, anchor: bool = False) -> dict[str, str]:
     """Colour, marker and line style of a method, the same in every figure."""
+    shown = display_of(method)  # a model's card or an anchor codec's entry
     ablation = _ABLATION.fullmatch(method)
-    if method in COLOURS:
-        colour = COLOURS[method]
+    if shown is not None:
+        colour = shown.colour
     elif ablation:
         # ablation variants: one colour family per letter, darker for higher numbers
         family = {"E": "Blues", "D": "Greens"}.get(ablation.group(1).upper(), "Purples")
@@ -67,7 +56,8 @@ def method_style(method: str, anchor: bool = False) -> dict[str, str]:
     else:  # a stable pick from the name, so it does not depend on which records are plotted
         palette = colormaps["tab20"].colors
         colour = colors.to_hex(palette[zlib.crc32(method.encode()) % len(palette)])
-    marker = MARKERS.get(method, _FALLBACK_MARKERS[zlib.crc32(method.encode()) % len(_FALLBACK_MARKERS)])
+    fallback = _FALLBACK_MARKERS[zlib.crc32(method.encode()) % len(_FALLBACK_MARKERS)]
+    marker = shown.marker if shown is not None else fallback
     return {"color": colour, "marker": marker, "linestyle": "--" if anchor else "-"}
 
 

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from tnerv.anchors import ANCHOR_CODECS, encode_anchor, stream_suffix
+from tnerv.bench.display import display_of
 from tnerv.bench.protocols import Protocol
 from tnerv.codec.container import decoder_from_file
 from tnerv.codec.settings import ENTROPY_CONSTRAINED
@@ -43,11 +44,6 @@ BENCH_FILE = "bench.json"
 # Protocol fields a rerun may change: the bench kind (compared as the records' kind) and the rate points,
 # which only add units (each has its own record).
 FREE_FIELDS = ("bench", "lambdas", "size_factors", "crfs")
-# Display names, as the paper's tables spell them.
-LABELS = {
-    "nerv": "NeRV", "enerv": "E-NeRV", "cnerv": "C-NeRV", "ffnerv": "FFNeRV", "hnerv": "HNeRV",
-    "dnerv": "DNeRV", "tnerv": "T-NeRV", "x265": "x265 (veryslow)", "x264": "x264 (veryslow)", "av1": "SVT-AV1",
-}
 ABLATION_NAMES = tuple(ABLATIONS)  # E1-E5, D1-D3 (supplementary Tab. 2)
 
 
@@ -79,10 +75,11 @@ class Unit:
 
     @property
     def label(self) -> str:
-        """The display name of the method."""
-        if self.ablations:
-            return f"T-NeRV ({'+'.join(self.ablations)})"
-        return LABELS.get(self.method, self.method)
+        """The display name of the method (a model's from its card): "HNeRV", "T-NeRV (E3+D1)", "x265 (veryslow)"."""
+        if self.ablations and self.model is not None:
+            return f"{model_class(self.model).card.label} ({'+'.join(self.ablations)})"
+        shown = display_of(self.method)
+        return shown.label if shown is not None else self.method
 
 
 def parse_methods(bench: str, names: list[str] | None) -> list[str]:

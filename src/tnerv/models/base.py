@@ -15,10 +15,13 @@ import torch
 from torch import Tensor, nn
 
 from tnerv.errors import TnervError, short_repr
+from tnerv.models.card import ModelCard
 
 # The parts of a model. Transmitted components are what a decoder needs and count in its size.
 TRANSMITTED_COMPONENTS = ("decoder", "grids", "embeddings")
 ENCODER = "encoder"
+# Frames per batch when a model encodes or decodes on its own (embeddings, the training buffer).
+INTERNAL_BATCH = 8
 
 FrameSource = Callable[[Tensor], Tensor]
 """Maps frame indices (B,) to frames (B, 3, H, W) float in [0, 1]; content-adaptive models need it."""
@@ -130,6 +133,7 @@ class VideoINR(nn.Module):
 
     name: ClassVar[str]
     config_class: ClassVar[type[ModelConfig]] = ModelConfig
+    card: ClassVar[ModelCard]  # its label, colour, marker and paper-scale preset (every model has one)
     # Content-adaptive models (HNeRV, DNeRV, T-NeRV) read the frames through an encoder.
     needs_frames: ClassVar[bool] = False
     # Parameter-name prefixes of each component; anything unlisted belongs to the decoder.

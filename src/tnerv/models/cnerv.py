@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from tnerv.models.base import ModelConfig, VideoINR
+from tnerv.models.card import ModelCard
 from tnerv.models.layers import (
     ModulatedDecoder,
     PositionalEncoding,
@@ -52,6 +53,7 @@ class CNeRV(VideoINR):
     """Frame index in, frame out; the latent is a convolution of spatio-temporal coordinates."""
 
     name = "cnerv"
+    card = ModelCard(label="C-NeRV", colour="#9467bd", marker="v", reference_preset="cnerv-12.5m-720p")
     compression = "entropy-constrained"  # C-NeRV is trained with the rate term
     config_class = CNeRVConfig
     # Not published; E-NeRV's recipe, on which C-NeRV builds: Adam (0.5, 0.999), lr 5e-4, 20% warm-up, cosine.

@@ -24,10 +24,11 @@ from torch import Tensor, nn
 
 from tnerv.errors import TnervError
 from tnerv.models.base import ENCODER, FrameSource, ModelConfig, VideoINR
+from tnerv.models.card import ModelCard
 from tnerv.models.hnerv import block_widths, scale_decoder
+from tnerv.models.embeddings import EncodedEmbeddings
 from tnerv.models.layers import (
     ConvNeXtEncoder,
-    EncodedEmbeddings,
     GatedFusion,
     UpsampleBlock,
     growing_kernel_sizes,
@@ -107,6 +108,9 @@ class DNeRV(EncodedEmbeddings, VideoINR):
     """Frame in (while encoding; its neighbours too), frame out."""
 
     name = "dnerv"
+    card = ModelCard(
+        label="DNeRV", colour="#ff7f0e", marker="P", reference_preset="dnerv-3.0m-960p", content_aware=True
+    )
     config_class = DNeRVConfig
     needs_frames = True
     component_prefixes = {

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from tnerv.models.base import ModelConfig, VideoINR
+from tnerv.models.card import ModelCard
 from tnerv.models.layers import (
     MLP,
     ModulatedDecoder,
@@ -63,6 +64,7 @@ class ENeRV(VideoINR):
     """Frame index in, frame out; the latent is a transformer's mix of spatial and temporal context."""
 
     name = "enerv"
+    card = ModelCard(label="E-NeRV", colour="#e377c2", marker="D", reference_preset="enerv-12.5m-720p")
     config_class = ENeRVConfig
     # E-NeRV's reference recipe: Adam (0.5, 0.999), lr 5e-4, 20% warm-up then cosine, 0.7 L1 + 0.3 (1-SSIM).
     train_defaults = {"lr": 5e-4, "betas": (0.5, 0.999), "warmup": 0.2, "loss": "fusion", "batch_size": 1}

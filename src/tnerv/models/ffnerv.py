@@ -11,10 +11,11 @@ from torch import Tensor, nn
 
 from tnerv.errors import TnervError
 from tnerv.models.base import ENCODER, FrameSource, ModelConfig, VideoINR
+from tnerv.models.card import ModelCard
+from tnerv.models.flow_output import FlowGuidedOutput
 from tnerv.models.layers import (
     CompactUpsampleBlock,
     FlowAggregator,
-    FlowGuidedOutput,
     TemporalGrid,
     UpsampleBlock,
     output_activation,
@@ -55,6 +56,7 @@ class FFNeRV(FlowGuidedOutput, VideoINR):
     """Frame index in, frame out; the latent is read from temporal grids."""
 
     name = "ffnerv"
+    card = ModelCard(label="FFNeRV", colour="#2ca02c", marker="^", reference_preset="ffnerv-12.4m-720p")
     config_class = FFNeRVConfig
     component_prefixes = {ENCODER: ("frame_buffer",), "grids": ("grids.",)}
     # FFNeRV's reference recipe: Adam (0.5, 0.999), lr 5e-4, 20% warm-up then cosine, 0.7 L1 + 0.3 (1-SSIM).

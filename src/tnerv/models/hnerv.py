@@ -17,9 +17,10 @@ from torch import Tensor, nn
 
 from tnerv.errors import TnervError
 from tnerv.models.base import ENCODER, FrameSource, ModelConfig, VideoINR
+from tnerv.models.card import ModelCard
+from tnerv.models.embeddings import EncodedEmbeddings
 from tnerv.models.layers import (
     ConvNeXtEncoder,
-    EncodedEmbeddings,
     UpsampleBlock,
     growing_kernel_sizes,
     make_activation,
@@ -83,6 +84,9 @@ class HNeRV(EncodedEmbeddings, VideoINR):
     """Frame in (while encoding), frame out; the decoder reads one small embedding per frame."""
 
     name = "hnerv"
+    card = ModelCard(
+        label="HNeRV", colour="#1f77b4", marker="s", reference_preset="hnerv-3.0m-960p", content_aware=True
+    )
     config_class = HNeRVConfig
     needs_frames = True
     component_prefixes = {ENCODER: ("encoder.", "embeddings_fresh"), "embeddings": ("embeddings",)}

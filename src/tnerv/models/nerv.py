@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from torch import Tensor, nn
 
 from tnerv.models.base import ModelConfig, VideoINR
+from tnerv.models.card import ModelCard
 from tnerv.models.layers import MLP, PositionalEncoding, UpsampleBlock, output_activation, reduced_widths
 from tnerv.models.registry import register_model
 from tnerv.models.sizing import resolve_strides, scale_width, shapes_only
@@ -46,6 +47,7 @@ class NeRV(VideoINR):
     """Frame index in, frame out: all of the video is in the weights."""
 
     name = "nerv"
+    card = ModelCard(label="NeRV", colour="#8c564b", marker="X", reference_preset="nerv-12.5m-720p")
     config_class = NeRVConfig
     # NeRV's reference recipe: Adam (0.5, 0.999), lr 5e-4, 20% warm-up then cosine, L1+SSIM loss.
     train_defaults = {"lr": 5e-4, "betas": (0.5, 0.999), "warmup": 0.2, "loss": "fusion", "batch_size": 1}

@@ -11,12 +11,17 @@ from typing import Any
 
 from tnerv.errors import TnervError
 from tnerv.models.base import ModelConfig, VideoINR, check_config, config_from_dict
+from tnerv.models.card import ModelCard
 
 _MODELS: dict[str, type[VideoINR]] = {}
 
 
 def register_model(cls: type[VideoINR]) -> type[VideoINR]:
     """Class decorator that makes a model available to `create_model` under `cls.name`."""
+    # The benches and settings look a model up by name only, so a model without its card would fail
+    # far from here (in a figure, or in a setting's config); refuse it where it is defined.
+    if not isinstance(getattr(cls, "card", None), ModelCard):
+        raise TypeError(f"model {cls.name!r} has no card (card = ModelCard(...) on {cls.__name__})")
     _MODELS[cls.name] = cls
     return cls
 
@@ -37,6 +42,12 @@ def model_class(name: str) -> type[VideoINR]:
     if name not in _MODELS:
         raise _unknown("model", name, list_models())
     return _MODELS[name]
+
+
+def model_card(name: str) -> ModelCard | None:
+    """A registered model's card; None for any other method (an anchor codec, an ablated T-NeRV)."""
+    cls = _MODELS.get(name)
+    return cls.card if cls is not None else None
 
 
 def make_config(name: str, values: dict[str, Any] | None = None) -> ModelConfig:

@@ -60,17 +60,6 @@ SETTINGS = {
     )
 }
 
-# Each model's reference config, which the settings rescale.
-REFERENCE_PRESETS = {
-    "nerv": "nerv-12.5m-720p",
-    "enerv": "enerv-12.5m-720p",
-    "cnerv": "cnerv-12.5m-720p",
-    "ffnerv": "ffnerv-12.4m-720p",
-    "hnerv": "hnerv-3.0m-960p",
-    "dnerv": "dnerv-3.0m-960p",
-    "tnerv": "tnerv-12.4m-720p",
-}
-
 # The geometry of each setting: strides (and for DNeRV where its difference stream joins). 16:9 frames
 # keep the 720p latent's 9x16 (C.2: strides 5,2,2,2,2 at 720p, 5,3,2,2,2 at 1080p as T-NeRV's Tab. 8);
 # 2:1 frames get an 8x16 latent with strides 5,3,2,2,2 (C.3), except HNeRV and DNeRV, which keep their
@@ -110,14 +99,13 @@ def get_setting(name: str) -> Setting:
 
 
 def _reference(model: str, setting: str) -> tuple[ModelConfig, dict[str, Any], str | None]:
-    """The reference config a setting derives a model's config from, the setting's geometry for the
-    model, and the name of the preset the setting names for it (a published config), if any."""
-    if model not in REFERENCE_PRESETS:
-        known = ", ".join(REFERENCE_PRESETS)
-        raise TnervError(f"no reference config for model {model!r} in the settings; known: {known}")
+    """The reference config a setting derives a model's config from (the preset the setting names for
+    it, a published config, else the reference preset on the model's card), the setting's geometry for
+    the model, and the name of the preset the setting names, if any."""
+    card = model_class(model).card
     overrides = {**_GEOMETRY[setting]["*"], **_GEOMETRY[setting].get(model, {})}
     named = overrides.pop("preset", None)
-    return load_preset(named or REFERENCE_PRESETS[model]).config(), overrides, named
+    return load_preset(named or card.reference_preset).config(), overrides, named
 
 
 def base_config(model: str, setting: str, num_frames: int | None = None) -> ModelConfig:
@@ -126,11 +114,6 @@ def base_config(model: str, setting: str, num_frames: int | None = None) -> Mode
     s = get_setting(setting)
     reference, overrides, _ = _reference(model, setting)
     return with_geometry(reference, s.height, s.width, num_frames or s.num_frames, overrides)
-
-
-# Content-aware models (C.2): the embedding's shape depends on the frame size only and the decoder takes
-# what the embeddings leave of the budget, so that their split differs from setting to setting.
-CONTENT_AWARE = ("hnerv", "dnerv")
 
 
 def setting_config(model: str, setting: str, num_frames: int | None = None, budget: int | None = None) -> ModelConfig:
@@ -144,7 +127,7 @@ def setting_config(model: str, setting: str, num_frames: int | None = None, budg
     reference, overrides, named = _reference(model, setting)
     if named and frames == reference.num_frames and size == s.budget:
         return dataclasses.replace(reference, height=s.height, width=s.width)
-    if model in CONTENT_AWARE:
+    if model_class(model).card.content_aware:  # C.2: their split differs from setting to setting
         config = with_geometry(reference, s.height, s.width, frames, overrides)
         return solve_for_budget(model, config, size, SETTING_TOLERANCE)[0]
     return derive_config(model, reference, s.height, s.width, frames, size, SETTING_TOLERANCE, overrides)
@@ -343,5 +326,5 @@ def size_table(
 ) -> dict[str, dict[str, int]]:
     """The rows of the size table of a setting: model -> parameter counts by component (decoder, grids,
     embeddings, transmitted; encoder = not transmitted), every model solved to the budget."""
-    names = models or [m for m in list_models() if m in REFERENCE_PRESETS]
+    names = models or list_models()
     return {name: transmitted_size(name, setting_config(name, setting, num_frames, budget)) for name in names}

@@ -23,12 +23,13 @@ from torch import Tensor, nn
 
 from tnerv.errors import TnervError
 from tnerv.models.base import ENCODER, FrameSource, ModelConfig, VideoINR
+from tnerv.models.card import ModelCard
+from tnerv.models.embeddings import EncodedEmbeddings
+from tnerv.models.flow_output import FlowGuidedOutput
 from tnerv.models.layers import (
     MLP,
     ConvNeXtEncoder,
-    EncodedEmbeddings,
     FlowAggregator,
-    FlowGuidedOutput,
     ModulatedUpsampleBlock,
     PositionalEncoding,
     TemporalGrid,
@@ -209,6 +210,7 @@ class TNeRV(EncodedEmbeddings, FlowGuidedOutput, VideoINR):
     the flow-guided output, its training buffer and range decoding come from FlowGuidedOutput."""
 
     name = "tnerv"
+    card = ModelCard(label="T-NeRV", colour="#d62728", marker="o", reference_preset="tnerv-12.4m-720p")
     config_class = TNeRVConfig
     needs_frames = True
     # "encoder" first: "embeddings_fresh" is a training-side flag, "embeddings" is transmitted.
