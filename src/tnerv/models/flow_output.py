@@ -120,7 +120,7 @@ class FlowGuidedOutput:
         neighbours (those inside the video) are decoded once, kept while later batches need them, and
         aggregated. Independent frames are decoded in chunks aligned to multiples of `batch_size` in
         the video, so each frame's I(t) is the same computation whatever frames are asked for; with
-        batches of `frame_idx` aligned the same way (as `tnerv.compress.decode_frames` aligns them), any
+        batches of `frame_idx` aligned the same way (as `tnerv.decode.decode_range` aligns them), any
         range decodes bit for bit as in a decode of the whole video."""
         n, device = self.config.num_frames, _device_of(self)
         order = [int(i) for i in frame_idx.tolist()]
