@@ -185,9 +185,11 @@ def timed_decode(
     (kernel selection, allocation) are not counted."""
 
     def decode_pass() -> torch.Tensor:
+        kept = None
         for idx, out in build().reconstruct(torch.arange(num_frames, device=device), None, 1):
             if idx[0].item() == keep:
                 kept = torch.round(out[0].float() * 255).to(torch.uint8).cpu()
+        assert kept is not None, f"frame {keep} is not among the {num_frames} decoded"
         return kept
 
     def warmup() -> None:
