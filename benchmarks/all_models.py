@@ -18,7 +18,7 @@ import json
 import torch
 
 from tnerv.models import list_models, load_preset, model_class
-from tnerv.models.sizing import solve_for_budget
+from tnerv.models.scaling import solve_for_budget
 from tnerv.train import TrainConfig
 
 from common import add_clip_args, fit_and_measure, load_clip

@@ -64,8 +64,8 @@ from tnerv.compress import export_model
 from tnerv.decode import decode_frames, inspect_file
 from tnerv.errors import TnervError
 from tnerv.models import config_to_dict, create_model, make_config
-from tnerv.models.auto import config_for_video
-from tnerv.models.sizing import transmitted_shapes
+from tnerv.models.budget import config_for_video
+from tnerv.models.counting import transmitted_shapes
 from tnerv.train import VideoFrames
 
 DAMAGE = ("truncate", "bitflip", "length", "fill", "garbage", "delete", "duplicate", "swap", "foreign", "junk")

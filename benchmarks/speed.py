@@ -45,7 +45,7 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from tnerv.metrics import psnr  # noqa: E402
 from tnerv.models import create_model, load_preset  # noqa: E402
-from tnerv.models.auto import auto_config  # noqa: E402
+from tnerv.models.budget import auto_config  # noqa: E402
 from tnerv.models.execution import FP32, ExecutionPath, candidate_paths, native_bf16  # noqa: E402
 from tnerv.runs import VideoSpec, load_frames  # noqa: E402
 from tnerv.train import TrainConfig, fit, pick_device, seed_everything  # noqa: E402

@@ -19,8 +19,8 @@ import json
 import torch
 
 from tnerv.models import load_preset
+from tnerv.models.counting import transmitted_size
 from tnerv.models.nerv import NeRVConfig
-from tnerv.models.sizing import transmitted_size
 from tnerv.models.tnerv import TNeRV
 from tnerv.train import TrainConfig
 

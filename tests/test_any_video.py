@@ -1,4 +1,4 @@
-"""Any video, no preset: geometry and size follow from the frame size and length (tnerv.models.auto)."""
+"""Any video, no preset: geometry and size follow from the frame size and length (tnerv.models.budget)."""
 
 import dataclasses
 import json
@@ -12,7 +12,7 @@ from tnerv.compress import encode_video
 from tnerv.decode import decode_file
 from tnerv.metrics import psnr
 from tnerv.models import create_model, list_models, load_preset
-from tnerv.models.auto import (
+from tnerv.models.budget import (
     MIN_BUDGET,
     PARAMETERS_PER_PIXEL,
     _paper_config,
@@ -24,10 +24,11 @@ from tnerv.models.auto import (
     describe_line,
     setting_for,
 )
-from tnerv.models.settings import setting_config
-from tnerv.models.sizing import config_geometry, shapes_only, split_of, transmitted_size
+from tnerv.models.budget import setting_config
+from tnerv.models.counting import shapes_only, split_of, transmitted_size
+from tnerv.models.strides import config_geometry
 from tnerv.runs import VideoSpec, load_frames
-from tnerv.video import pad_frames, write_frames
+from tnerv.video import Padding, write_frames
 
 # (height, width): odd sizes that no stride product divides, square, 16:9 landscape and portrait, 2:1.
 SIZES = [(17, 23), (64, 64), (144, 256), (256, 144), (128, 256), (90, 160)]
@@ -107,7 +108,7 @@ def test_the_default_size_follows_the_pixels():
 
 def test_padding_repeats_the_border_and_quality_ignores_it():
     frames = torch.randint(0, 256, (2, 3, 5, 7), dtype=torch.uint8)
-    padded = pad_frames(frames, 8, 10)
+    padded = Padding(5, 7, 8, 10).pad(frames)
     assert padded.dtype == torch.uint8 and padded.shape == (2, 3, 8, 10)
     assert torch.equal(padded[..., :5, :7], frames)
     assert torch.equal(padded[..., 7, :7], frames[..., 4, :]) and torch.equal(padded[..., :5, 9], frames[..., :, 6])

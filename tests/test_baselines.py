@@ -8,9 +8,11 @@ import torch
 from tnerv.errors import TnervError
 from tnerv.metrics import psnr
 from tnerv.models import create_model, list_models, list_presets, load_preset, make_config, model_class
+from tnerv.models.budget import base_config, setting_config, size_table
+from tnerv.models.counting import transmitted_size
 from tnerv.models.layers import ExpandingUpsampleBlock, GatedFusion, TransformerBlock
-from tnerv.models.settings import SETTINGS, base_config, setting_config, size_table
-from tnerv.models.sizing import solve_for_budget, transmitted_size
+from tnerv.models.scaling import solve_for_budget
+from tnerv.models.settings import SETTINGS
 from tnerv.train import TrainConfig, fit
 
 BASELINES = ["nerv", "enerv", "cnerv", "ffnerv", "hnerv", "dnerv"]

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 import tnerv.codec.container as container
+import tnerv.host as host
 from tnerv.cli import main
 from tnerv.codec.bitstream import BitstreamError, read_file
 from tnerv.decode import decode_frames
@@ -141,7 +142,7 @@ def test_a_frame_bomb_is_refused_by_its_activations(seed_files, tmp_path, no_dec
     header, _ = read_file(bomb)
     config = container.check_header(header, str(bomb))
     values = sum(math.prod(e["shape"]) for e in header["tensors"])
-    assert values * container.BYTES_PER_VALUE + 8 * 3 * config.height * config.width * 4 < 0.01 * GIB
+    assert values * host.BYTES_PER_VALUE + 8 * 3 * config.height * config.width * 4 < 0.01 * GIB
     with pytest.raises(BitstreamError, match="more than the 0.05 GiB allowed"):
         decode_frames(bomb, 0, 8, max_memory=GIB // 20)
 
@@ -155,7 +156,7 @@ def test_a_4096x8192_video_is_refused_by_the_default_cap(seed_files, tmp_path, n
 
 
 def test_the_default_cap_is_a_fixed_ceiling():
-    from tnerv.models.sizing import default_memory_cap, machine_memory
+    from tnerv.host import default_memory_cap, machine_memory
 
     assert default_memory_cap() == min(4 * GIB, machine_memory())
 
@@ -185,7 +186,8 @@ import ctypes, json, re, sys
 from pathlib import Path
 import torch
 from tnerv.codec.bitstream import read_file
-from tnerv.codec.container import check_header, decode_estimate
+from tnerv.codec.container import check_header, declared_values
+from tnerv.host import decode_memory
 from tnerv.decode import decode_frames
 torch.set_num_threads(1)
 libc = ctypes.CDLL(None)
@@ -199,7 +201,7 @@ for path in paths:
     base = status("VmRSS")
     decode_frames(path, 0, 8, batch_size=4, max_memory=1 << 40)
     header, _ = read_file(path)
-    estimate = decode_estimate(header, check_header(header), 8, 4)
+    estimate = decode_memory(header["model"], check_header(header), declared_values(header), 8, 4)
     print(json.dumps({"path": path, "measured": status("VmHWM") - base, "estimate": estimate}))
 """
 

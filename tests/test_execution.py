@@ -14,13 +14,13 @@ import torch
 
 from tnerv.cli import main
 from tnerv.decode import MIN_AGREEMENT_DB, decode_file, decode_frames
+from tnerv.metrics import psnr
 from tnerv.models import create_model, list_models
-from tnerv.models.auto import auto_config
+from tnerv.models.budget import auto_config
 from tnerv.models.execution import FP32, NNPACK, ExecutionPath, candidate_paths
+from tnerv.models.layers import AdaIN
 from tnerv.models.nnpack import NNPACKConv2d
 from tnerv.models.nnpack import available as nnpack_available
-from tnerv.models.layers import AdaIN
-from tnerv.metrics import psnr
 from tnerv.train import LOSSES, TrainConfig, fit
 from tnerv.video import read_video, round_to_8bit, sample
 

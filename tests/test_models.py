@@ -3,9 +3,9 @@ import torch
 
 from tnerv.errors import TnervError
 from tnerv.models import VideoINR, create_model, list_models, list_presets, load_preset, make_config, model_class
-from tnerv.models.registry import model_card, register_model
 from tnerv.models.layers import PositionalEncoding, reduced_widths
-from tnerv.models.sizing import derive_strides, latent_shape, split_into_strides
+from tnerv.models.registry import model_card, register_model
+from tnerv.models.strides import derive_strides, latent_shape, split_into_strides
 
 
 def test_registry_lists_nerv_and_its_presets():

@@ -11,9 +11,11 @@ import torch
 from tnerv.bench.protocols import CPU_BUDGET_PER_FRAME, CPU_SCALE
 from tnerv.cli import main
 from tnerv.models import create_model, list_models, load_preset, model_class
+from tnerv.models.budget import cpu_config, setting_config
+from tnerv.models.counting import format_split, split_of, transmitted_size
 from tnerv.models.ffnerv import MIN_GRID_CHANNELS, FFNeRV
-from tnerv.models.settings import SETTINGS, cpu_config, setting_config
-from tnerv.models.sizing import config_geometry, format_split, split_of, transmitted_size
+from tnerv.models.settings import SETTINGS
+from tnerv.models.strides import config_geometry
 
 MODELS = list_models()
 # The presets that the settings name: T-NeRV's published configs (supplementary Tab. 6, 7, 8).

@@ -10,7 +10,7 @@ import torch
 from tnerv.errors import TnervError
 from tnerv.metrics import psnr
 from tnerv.models import config_to_dict, create_model, list_models, list_presets, load_preset, make_config
-from tnerv.models.sizing import solve_ablated_for_budget, solve_for_budget
+from tnerv.models.scaling import solve_ablated_for_budget, solve_for_budget
 from tnerv.models.tnerv import ABLATIONS, TNeRV, TNeRVConfig, apply_ablations, block_widths, kernel_sizes
 from tnerv.train import TrainConfig, VideoFrames, fit, fusion_loss
 from tnerv.video import resize_and_crop

@@ -155,7 +155,7 @@ _COUNTS_HEADER = f"{'':<32} {'frames':>6} {'HxW':>11} {'size':>9}  decoder / gri
 
 def cmd_models(args: argparse.Namespace) -> int:
     from tnerv.models import create_model, list_models, list_presets, load_preset
-    from tnerv.models.sizing import shapes_only
+    from tnerv.models.counting import shapes_only
 
     if args.setting:
         return _setting_table(args)
@@ -190,7 +190,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 def _configs_for_video(args: argparse.Namespace) -> int:
     """What `fit` and `encode` would choose for a video, per model, without training."""
     from tnerv.models import list_models, load_preset
-    from tnerv.models.auto import config_for_video, describe, describe_line
+    from tnerv.models.budget import config_for_video, describe, describe_line
     from tnerv.video import probe
 
     info = probe(args.video_for, size=args.yuv_size)
@@ -210,8 +210,9 @@ def _configs_for_video(args: argparse.Namespace) -> int:
 def _setting_table(args: argparse.Namespace) -> int:
     from tnerv.bench.protocols import CPU_SCALE
     from tnerv.models import list_models
-    from tnerv.models.settings import cpu_config, get_setting, setting_config
-    from tnerv.models.sizing import format_split, split_of, transmitted_size
+    from tnerv.models.budget import cpu_config, setting_config
+    from tnerv.models.counting import format_split, split_of, transmitted_size
+    from tnerv.models.settings import get_setting
 
     setting = get_setting(args.setting)
     height, width, cpu_frames, cpu_budget, _ = CPU_SCALE[setting.name]
@@ -289,7 +290,7 @@ def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def _announce(args: argparse.Namespace) -> Any:
     """Prints what was chosen for the video (one line) before training; --json carries it instead."""
-    from tnerv.models.auto import describe_line
+    from tnerv.models.budget import describe_line
 
     return None if args.json else (lambda info: print(describe_line(info), flush=True))
 

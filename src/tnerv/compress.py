@@ -24,10 +24,10 @@ from tnerv.codec.settings import (
 from tnerv.codec.wrapper import CompressionWrapper
 from tnerv.errors import TnervError
 from tnerv.files import check_output
+from tnerv.host import machine_memory
 from tnerv.metrics import QualityReport, bits_per_pixel
 from tnerv.models import VideoINR, config_to_dict, load_preset, model_class
-from tnerv.models.auto import DEFAULT_MODEL
-from tnerv.models.sizing import machine_memory
+from tnerv.models.budget import DEFAULT_MODEL
 from tnerv.parallel import launched_by_torchrun
 from tnerv.runs import VideoSpec, fit_run, load_run, read_run
 from tnerv.train import VideoFrames, evaluate
@@ -55,7 +55,7 @@ class EncodeResult:
     estimated_payload_bytes: float | None  # the learned densities' estimate (entropy-constrained)
     parameters: dict[str, int]
     encode_seconds: float
-    chosen: dict[str, Any] | None = None  # the config chosen for the video (`tnerv.models.auto.describe`)
+    chosen: dict[str, Any] | None = None  # the config chosen for the video (`tnerv.models.budget.describe`)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for --json output."""
@@ -83,7 +83,8 @@ def export_file(run_dir: str | Path, path: str | Path, frames: VideoFrames) -> t
 def export_run(net: VideoINR, run: dict[str, Any], path: str | Path, frames: VideoFrames) -> tuple[Any, float | None]:
     """Writes a model fitted as `run` (its run.json) describes as a .tnrv file for its video, at the
     video's own size (a model that codes padded frames is cropped back to it by the decoder)."""
-    video = _video_header(VideoSpec.from_dict(run["video"]), net.config.num_frames, *frames.size)
+    size = frames.padding.height, frames.padding.width
+    video = _video_header(VideoSpec.from_dict(run["video"]), net.config.num_frames, *size)
     return export_model(net, run["model"], settings_from_dict(run.get("compression")), video, path, frames)
 
 

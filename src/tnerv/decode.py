@@ -22,7 +22,7 @@ from tnerv.metrics import bits_per_pixel, psnr
 from tnerv.models import VideoINR
 from tnerv.models.execution import FP32, ExecutionPath, candidate_paths
 from tnerv.models.nnpack import fallbacks as nnpack_fallbacks
-from tnerv.video import round_to_8bit, to_uint8, write_frames, write_mp4
+from tnerv.video import Padding, round_to_8bit, to_uint8, write_frames, write_mp4
 
 Result = TypeVar("Result")
 
@@ -160,7 +160,8 @@ def decode_range(
     aligned_first = first // batch_size * batch_size
     aligned_end = min(-(-end // batch_size) * batch_size, header["video"]["num_frames"])
     idx = torch.arange(aligned_first, aligned_end, device=next(decoder.parameters()).device)
-    h, w = header["video"]["height"], header["video"]["width"]  # the model's frames may be padded
+    h, w = header["video"]["height"], header["video"]["width"]
+    padding = Padding(h, w, decoder.config.height, decoder.config.width)  # the header check bounds both
     frames = []
     try:
         with execution.autocast(idx.device):
@@ -169,7 +170,7 @@ def decode_range(
                     # The file's own inconsistency: its model's frames are not the video it declares.
                     raise BitstreamError(f"{source}: its model decodes frames of {tuple(out.shape[-3:])}, "
                                          f"not the 3x{h}x{w} of its header")
-                frames.append(out[..., :h, :w].float().cpu())
+                frames.append(padding.crop(out).float().cpu())
     except (RuntimeError, ValueError, IndexError) as exc:
         # The file passed every check, yet its model failed: tnerv's fault or a crafted file's, which
         # the checks should have caught; either way not a damaged file, and never a traceback.

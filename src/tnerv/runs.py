@@ -18,13 +18,14 @@ import tnerv
 from tnerv.codec.settings import CompressionSettings, settings_from_dict
 from tnerv.errors import TnervError
 from tnerv.files import write_json_atomic
+from tnerv.host import check_trainable
 from tnerv.metrics import QualityReport
 from tnerv.models import VideoINR, config_to_dict, create_model, load_preset, model_class
-from tnerv.models.auto import DEFAULT_MODEL, config_for_video, describe
-from tnerv.models.sizing import machine_memory, transmitted_size
+from tnerv.models.budget import DEFAULT_MODEL, config_for_video, describe
+from tnerv.models.counting import transmitted_size
 from tnerv.parallel import is_main_process
 from tnerv.train import CHECKPOINT, METRICS_LOG, TrainConfig, VideoFrames, evaluate, fit, pick_device, seed_everything
-from tnerv.video import read_video, resize_and_crop, to_uint8, write_frames
+from tnerv.video import Padding, read_video, resize_and_crop, to_uint8, write_frames
 
 RUN_FILE = "run.json"
 RESULT_FILE = "result.json"
@@ -94,7 +95,7 @@ class RunResult:
     report: QualityReport
     epochs: int
     train_seconds: float
-    chosen: dict[str, Any] | None = None  # the config chosen for the video (`tnerv.models.auto.describe`)
+    chosen: dict[str, Any] | None = None  # the config chosen for the video (`tnerv.models.budget.describe`)
     collapsed: dict[str, Any] | None = None  # the fit's collapse verdict (`tnerv.train.FitResult`), None if none
     seed: int | None = None  # the seed of the fit kept (the run's, plus one per restart after a collapse)
     restarts: list[dict[str, Any]] | None = None  # the seeds abandoned for a collapse, and their verdicts
@@ -109,21 +110,6 @@ class RunResult:
         data["report"] = asdict(self.report)
         data["psnr"], data["ms_ssim"] = self.report.psnr, self.report.ms_ssim
         return data
-
-
-# Bytes per parameter while training with Adam: the weight, its gradient and two moments (float32).
-TRAIN_BYTES_PER_PARAMETER = 16
-
-
-def check_trainable(model: str, total: int) -> None:
-    """Refuses, before anything is allocated, a model of `total` parameters (encoder included) whose
-    training needs more than this machine's memory."""
-    needed, available = total * TRAIN_BYTES_PER_PARAMETER, machine_memory()
-    if needed > available:
-        raise TnervError(
-            f"a {model} model of {total:,} parameters needs about {needed / 2**30:,.0f} GiB to train; "
-            f"this machine has {available / 2**30:,.0f} GiB (choose a smaller --size)"
-        )
 
 
 def build_model(run: dict[str, Any]) -> VideoINR:
@@ -152,7 +138,7 @@ def fit_run(
     """Fits a model (by name and/or preset) to a video into the run directory `out`; `compression`
     (`tnerv.codec.settings`) wraps the model for its compression method (e.g. the rate term); `ablations` switches parts of the model off (T-NeRV); `size` scales the model to
     that many transmitted parameters, keeping its split between components (default: a size that follows
-    from the video, `tnerv.models.auto`); `on_config` sees what was chosen (`describe`) before training."""
+    from the video, `tnerv.models.budget`); `on_config` sees what was chosen (`describe`) before training."""
     out = Path(out)
     main = is_main_process()  # under torchrun every rank runs this; rank 0 alone writes
     if main:
@@ -195,6 +181,7 @@ def fit_run(
             "train_config": config.to_dict(),
             "video": asdict(video),
             "compression": compression.to_dict() if compression else None,
+            "padding": Padding(h, w, geometry.coded_height, geometry.coded_width).to_dict(),
             "chosen": chosen,
         }
         pick_device(config.device)  # an unusable device leaves nothing behind
@@ -232,6 +219,15 @@ def read_run(run_dir: str | Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
+def run_padding(run: dict[str, Any]) -> Padding:
+    """How a run's frames are padded for its model (run.json's "padding"; a run.json written before
+    that field existed holds the video's size in "chosen" as "padded_from", only where it was padded)."""
+    if "padding" in run:
+        return Padding.from_dict(run["padding"])
+    coded = run["model_config"]["height"], run["model_config"]["width"]
+    return Padding(*(run.get("chosen") or {}).get("padded_from", coded), *coded)
+
+
 def load_run(run_dir: str | Path, device: str = "auto") -> tuple[VideoINR, dict[str, Any], dict[str, Any]]:
     """The fitted model of a run directory, its run.json and its checkpoint."""
     run_dir = Path(run_dir)
@@ -252,11 +248,10 @@ def eval_run(run_dir: str | Path, frames_out: str | Path | None = None, batch_si
     net, run, state = load_run(run_dir)
     device = next(net.parameters()).device
     video = load_frames(VideoSpec.from_dict(run["video"]))
-    coded = (net.config.height, net.config.width)
-    fitted_size = tuple((run.get("chosen") or {}).get("padded_from", coded))  # the size before padding
-    if video.shape[0] != net.config.num_frames or tuple(video.shape[2:]) != fitted_size:
+    padding = run_padding(run)
+    if video.shape[0] != net.config.num_frames or tuple(video.shape[2:]) != (padding.height, padding.width):
         raise TnervError(f"the video of {run_dir} no longer matches the run (frames or size changed)")
-    frames = VideoFrames(video, device, coded)
+    frames = VideoFrames(video, device, (padding.coded_height, padding.coded_width))
     decoded: list[torch.Tensor] = []
     keep = (lambda idx, out: decoded.append(out.cpu())) if frames_out is not None else None
     report = evaluate(net, frames, batch_size, on_batch=keep)

@@ -31,7 +31,7 @@ from tnerv.models.execution import ExecutionPath, native_bf16
 from tnerv.models.layers import at_least_float32
 from tnerv.models.nnpack import available as nnpack_available
 from tnerv.parallel import broadcast_from_main, init_from_environment, local_rank, rank_and_size, shard, sum_over_ranks
-from tnerv.video import pad_frames
+from tnerv.video import Padding
 
 CHECKPOINT = "checkpoint.pt"
 METRICS_LOG = "metrics.jsonl"
@@ -175,8 +175,8 @@ def pick_device(name: str) -> torch.device:
 class VideoFrames:
     """The video on the training device as uint8 (N, 3, H, W); batches become float in [0, 1].
 
-    With `coded_size`, the frames are padded to it (`pad_frames`) for a model whose strides cannot
-    reach the video's size; `size` stays the video's (h, w): quality is measured on those pixels."""
+    With `coded_size`, the frames are padded to it (`padding`) for a model whose strides cannot reach
+    the video's size; quality is measured on the video's own pixels (`padding.crop`)."""
 
     def __init__(
         self,
@@ -188,8 +188,9 @@ class VideoFrames:
         self.dtype = dtype  # of the frames read
         if frames.dtype != torch.uint8:
             frames = (frames.clamp(0, 1) * 255).round().to(torch.uint8)
-        self.size = (frames.shape[-2], frames.shape[-1])
-        self.data = pad_frames(frames, *coded_size).to(device) if coded_size else frames.to(device)
+        size = (frames.shape[-2], frames.shape[-1])
+        self.padding = Padding(*size, *(coded_size or size))
+        self.data = self.padding.pad(frames).to(device)
 
     def __len__(self) -> int:
         return self.data.shape[0]
@@ -239,10 +240,9 @@ def evaluate(
     model.eval()
     psnrs, ms_ssims, variant = [], [], ""
     idx = torch.arange(len(frames), device=frames.data.device)
-    h, w = frames.size
+    crop = frames.padding.crop  # a padded video is judged on its own pixels
     for batch_idx, out in model.reconstruct(idx, frames, batch_size):
-        # A padded video is judged on its own pixels: the model's output is cropped to the video's size.
-        out, target = out.float()[..., :h, :w], frames(batch_idx)[..., :h, :w]
+        out, target = crop(out.float()), crop(frames(batch_idx))
         if as_uint8:
             out = torch.round(out * 255) / 255
         psnrs.append(psnr(out, target).cpu())
@@ -293,11 +293,11 @@ def collapse_check_epoch(epochs: int) -> int:
 def mean_frame_psnr(frames: VideoFrames, batch_size: int = 4) -> float:
     """The mean per-frame PSNR of predicting every frame by the clip's per-pixel mean frame, on the
     video's own pixels: what a model that learned only the mean frame scores."""
-    h, w = frames.size
+    crop = frames.padding.crop
     batches = torch.arange(len(frames), device=frames.data.device).split(batch_size)
-    total = sum(frames(idx)[..., :h, :w].double().sum(0) for idx in batches)
+    total = sum(crop(frames(idx)).double().sum(0) for idx in batches)
     mean = (total / len(frames)).to(frames.dtype)
-    per_frame = [psnr(mean.expand_as(target), target).cpu() for target in (frames(i)[..., :h, :w] for i in batches)]
+    per_frame = [psnr(mean.expand_as(target), target).cpu() for target in (crop(frames(i)) for i in batches)]
     return torch.cat(per_frame).mean().item()
 
 

@@ -8,7 +8,7 @@ bench runs in minutes on 2 cores: the frame's long side becomes 256 px (same asp
 144x256, or 128x256 for setting 2), 16-32 frames, a budget of 0.6x the setting's budget per frame (so
 that per-frame parts, HNeRV's embedding channels, stay in the paper's relation), 1/5 of the epochs (1/10
 for compression), and every output says so in its label. Each model's CPU-scale config is derived from
-its paper-scale config in the setting by `tnerv.models.settings.cpu_config` (the one rule that keeps
+its paper-scale config in the setting by `tnerv.models.budget.cpu_config` (the one rule that keeps
 the split between decoder, grids and embeddings), and trained with the recipe of its `-s-cpu` preset
 at the model's paper batch size.
 """

@@ -29,11 +29,12 @@ from tnerv.codec.settings import ENTROPY_CONSTRAINED
 from tnerv.compress import encode_video
 from tnerv.decode import time_decode
 from tnerv.errors import TnervError
+from tnerv.host import machine_memory
 from tnerv.metrics import psnr
 from tnerv.models import config_to_dict, list_models, model_class
 from tnerv.models.base import VideoINR
-from tnerv.models.settings import cpu_config, setting_config
-from tnerv.models.sizing import machine_memory, split_of
+from tnerv.models.budget import cpu_config, setting_config
+from tnerv.models.counting import split_of
 from tnerv.models.tnerv import ABLATIONS
 from tnerv.runs import RESULT_FILE, RUN_FILE, VideoSpec, fit_run, load_frames, load_run, write_json_atomic
 from tnerv.train import VideoFrames, pick_device

@@ -16,9 +16,10 @@ from tnerv.codec.bitstream import BitstreamError, TensorSection, check_quantiser
 from tnerv.codec.entropy import decode_symbols, encode_symbols
 from tnerv.codec.quantize import QuantizedTensor
 from tnerv.errors import TnervError, short_repr
+from tnerv.host import decode_footprint, decode_memory, default_memory_cap
 from tnerv.models import ModelConfig, VideoINR, list_models, make_config, model_class
 from tnerv.models.base import TRANSMITTED_COMPONENTS
-from tnerv.models.sizing import decode_footprint, default_memory_cap, transmitted_shapes
+from tnerv.models.counting import transmitted_shapes
 
 TableFor = Callable[[str, np.ndarray], tuple[int, np.ndarray]]
 """Gives (qmin, frequency table) for a tensor's name and symbols."""
@@ -75,18 +76,6 @@ def write_model_file(
     return FileSummary(str(path), size, by_component, by_tensor, sum(len(s.payload) for s in sections))
 
 
-# Bytes a decoder holds per transmitted value while it rebuilds a model: the decoded symbol (int64),
-# its check (int32), the dequantised value and the model's parameter (float32 each).
-BYTES_PER_VALUE = 20
-# Bytes a decode holds per decoded frame value (3 x H x W each): the batches' float32 outputs, their
-# concatenation (float32) and the 8-bit frames written.
-BYTES_PER_FRAME_VALUE = 9
-# The decoder's traced activations (`decode_footprint`) times this is what its process grows by: glibc's
-# heap keeps freed blocks that a larger one cannot reuse, and oneDNN holds buffers of its own
-# (tests/test_decoder_limits.py: at 2 the estimate was 0.83-1.65x the measured growth over seven models at
-# three sizes, FFNeRV and T-NeRV highest; at 1.7, 0.74-1.42x over three repeats, and once 1.81x, the
-# measured growth of one decode itself varying up to 2x between runs: NeRV 256x512, 48.4 to 94.8 MB).
-ACTIVATION_FACTOR = 1.7
 # Transmitted values per file byte above which a file declares more decoding than any writer's file
 # (docs/bitstream.md): 1024 is 1/128 bit per value over the whole file; real files hold 0.2-1.4.
 MAX_VALUES_PER_BYTE = 1024
@@ -104,17 +93,6 @@ MAX_PADDING = 2
 def declared_values(header: dict[str, Any]) -> int:
     """The number of transmitted values a (checked) header declares: the product of each tensor's shape."""
     return sum(math.prod(entry["shape"]) for entry in header["tensors"])
-
-
-def decode_estimate(header: dict[str, Any], config: ModelConfig, num_decoded: int, batch_size: int) -> int:
-    """Bytes that decoding `num_decoded` frames of a file with this (checked) header and config holds at
-    its peak, `batch_size` frames at a time: the transmitted values (BYTES_PER_VALUE each), the decoder's
-    activations (traced on the meta device: `decode_footprint`, times ACTIVATION_FACTOR) and the decoded
-    frames (BYTES_PER_FRAME_VALUE each)."""
-    values = declared_values(header)
-    footprint = decode_footprint(header["model"], config, batch_size)
-    frames = num_decoded * 3 * config.height * config.width * BYTES_PER_FRAME_VALUE
-    return values * BYTES_PER_VALUE + ACTIVATION_FACTOR * footprint.activation_bytes + frames
 
 
 def check_header(header: dict[str, Any], source: str = "file") -> ModelConfig:
@@ -171,14 +149,14 @@ def check_cost(
 ) -> None:
     """Refuses a file (its header checked) that declares more decoding than a real file of its size
     (`check_work`), or whose decoding of `num_decoded` frames (default all), `batch_size` at a time,
-    would need more than `max_memory` bytes (`decode_estimate`; default: `default_memory_cap()`)."""
+    would need more than `max_memory` bytes (`tnerv.host.decode_memory`; default: `default_memory_cap()`)."""
 
     def bad(what: str) -> BitstreamError:
         return BitstreamError(f"{source}: {what}")
 
     check_work(header, config, file_bytes, bad, batch_size)
     limit = default_memory_cap() if max_memory is None else max_memory
-    needed = decode_estimate(header, config, num_decoded or config.num_frames, batch_size)
+    needed = decode_memory(header["model"], config, declared_values(header), num_decoded or config.num_frames, batch_size)
     if needed > limit:
         raise bad(
             f"decoding it needs about {_gib(needed)}, more than the {_gib(limit)} allowed "
@@ -226,7 +204,7 @@ def _check_video(video: Any, config: ModelConfig, bad: Callable[[str], Bitstream
         raise bad(f"the video's size {short_repr(w)}x{short_repr(h)} does not fit the model's {config.width}x{config.height}")
     if config.height > MAX_PADDING * h or config.width > MAX_PADDING * w:
         # Decoding work and memory follow the model's frame, the output the video's: a writer pads
-        # by at most 6% a side (tnerv.models.auto), so a frame twice the video's is no writer's.
+        # by at most 6% a side (tnerv.models.budget), so a frame twice the video's is no writer's.
         raise bad(f"the model's frame {config.width}x{config.height} is more than {MAX_PADDING}x the video's {w}x{h} a side")
     if isinstance(fps, bool) or not isinstance(fps, int | float) or not (math.isfinite(fps) and fps > 0):
         raise bad(f"the video's frame rate {short_repr(fps)} is not a positive number")

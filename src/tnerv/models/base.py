@@ -259,7 +259,7 @@ class VideoINR(nn.Module):
     @classmethod
     def scale_widths(cls, config: ModelConfig, factor: float) -> ModelConfig:
         """The config with its size knob turned by `factor` (1 = unchanged; larger = more parameters),
-        keeping its split between components: the hook `tnerv.models.sizing.solve_for_budget` bisects on."""
+        keeping its split between components: the hook `tnerv.models.scaling.solve_for_budget` bisects on."""
         raise NotImplementedError(f"{cls.__name__} does not define scale_widths")
 
     def component_of(self, param_name: str) -> str:

@@ -20,7 +20,7 @@ class ModelCard(Display):
     """A model's facts beyond its architecture, kept on its class (`card`) in its model file, so that
     adding a model touches that file and its presets only."""
 
-    reference_preset: str  # its paper-scale config, which the settings rescale (tnerv.models.settings)
+    reference_preset: str  # its paper-scale config, which the settings rescale (tnerv.models.budget.setting_config)
     # Content-aware models (supplementary C.2): the per-frame embeddings' shape follows the frame size
     # alone and the settings give the decoder what they leave of the budget, instead of keeping the split.
     content_aware: bool = False

@@ -24,7 +24,8 @@ from tnerv.models.layers import (
     reduced_widths,
 )
 from tnerv.models.registry import register_model
-from tnerv.models.sizing import resolve_strides, scale_width
+from tnerv.models.scaling import scale_width
+from tnerv.models.strides import resolve_strides
 
 
 @dataclass

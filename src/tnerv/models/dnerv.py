@@ -25,8 +25,8 @@ from torch import Tensor, nn
 from tnerv.errors import TnervError
 from tnerv.models.base import ENCODER, FrameSource, ModelConfig, VideoINR
 from tnerv.models.card import ModelCard
-from tnerv.models.hnerv import block_widths, scale_decoder
 from tnerv.models.embeddings import EncodedEmbeddings
+from tnerv.models.hnerv import block_widths, scale_decoder
 from tnerv.models.layers import (
     ConvNeXtEncoder,
     GatedFusion,
@@ -35,7 +35,7 @@ from tnerv.models.layers import (
     output_activation,
 )
 from tnerv.models.registry import register_model
-from tnerv.models.sizing import config_geometry, resolve_strides, split_into_strides
+from tnerv.models.strides import config_geometry, resolve_strides, split_into_strides
 
 
 ENCODER_STYLES = ("dnerv", "hnerv")

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from tnerv.errors import TnervError
 from tnerv.models.base import ENCODER, FrameSource, ModelConfig, VideoINR
 from tnerv.models.card import ModelCard
+from tnerv.models.counting import transmitted_size
 from tnerv.models.flow_output import FlowGuidedOutput
 from tnerv.models.layers import (
     CompactUpsampleBlock,
@@ -22,7 +23,8 @@ from tnerv.models.layers import (
     reduced_widths,
 )
 from tnerv.models.registry import register_model
-from tnerv.models.sizing import resolve_strides, scale_width, transmitted_size
+from tnerv.models.scaling import scale_width
+from tnerv.models.strides import resolve_strides
 
 
 # Fewer channels per grid than this leave each grid a near-scalar code; the --size knob stops here.
@@ -136,7 +138,7 @@ class FFNeRV(FlowGuidedOutput, VideoINR):
     @classmethod
     def scale_decoder(cls, config: FFNeRVConfig, factor: float) -> FFNeRVConfig:
         """The decoder's widths (first block and lower bound) times `factor`, the grids as they are:
-        the knob of `tnerv.models.settings.derive_config`, which sizes the grids itself."""
+        the knob of `tnerv.models.budget.derive_config`, which sizes the grids itself."""
         first = config.first_width
         first = config.grid_channels * len(config.grid_resolutions) if first == "auto" else int(first)
         return dataclasses.replace(

@@ -10,9 +10,11 @@ from torch import Tensor, nn
 
 from tnerv.models.base import ModelConfig, VideoINR
 from tnerv.models.card import ModelCard
+from tnerv.models.counting import shapes_only
 from tnerv.models.layers import MLP, PositionalEncoding, UpsampleBlock, output_activation, reduced_widths
 from tnerv.models.registry import register_model
-from tnerv.models.sizing import resolve_strides, scale_width, shapes_only
+from tnerv.models.scaling import scale_width
+from tnerv.models.strides import resolve_strides
 
 
 @dataclass

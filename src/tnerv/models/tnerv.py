@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from tnerv.errors import TnervError
 from tnerv.models.base import ENCODER, FrameSource, ModelConfig, VideoINR
 from tnerv.models.card import ModelCard
+from tnerv.models.counting import shapes_only
 from tnerv.models.embeddings import EncodedEmbeddings
 from tnerv.models.flow_output import FlowGuidedOutput
 from tnerv.models.layers import (
@@ -38,7 +39,7 @@ from tnerv.models.layers import (
     output_activation,
 )
 from tnerv.models.registry import register_model
-from tnerv.models.sizing import resolve_strides, shapes_only
+from tnerv.models.strides import resolve_strides
 
 log = logging.getLogger(__name__)
 
@@ -306,7 +307,7 @@ class TNeRV(EncodedEmbeddings, FlowGuidedOutput, VideoINR):
     ) -> TNeRVConfig:
         """The config scaled to `budget` transmitted parameters, keeping its split between decoder,
         grids and embeddings (Appendix C.3), or giving them `shares` (fractions of the total, from a
-        reference config: `tnerv.models.settings.derive_config`): the embedding and grid channels are
+        reference config: `tnerv.models.budget.derive_config`): the embedding and grid channels are
         set to their share of the budget, then the decoder's widths (Pre-Block and each T-NeRV block;
         the Temp. MLP and the heads' outputs keep theirs, as Tab. 7 does) are scaled by a common factor,
         found by bisection, so that the total meets the budget. Logs the size reached."""

@@ -4,12 +4,13 @@ from tnerv.video.colour import MATRICES, check_matrix, default_matrix, rgb_to_yu
 from tnerv.video.datasets import DATASETS, Sequence, dataset_sequences
 from tnerv.video.io import DEFAULT_FPS, Video, VideoInfo, probe, read_video, write_frames, write_mp4, write_png
 from tnerv.video.samples import SAMPLES, sample
-from tnerv.video.transforms import pad_frames, resize_and_crop, round_to_8bit, to_tensor, to_uint8
+from tnerv.video.transforms import Padding, resize_and_crop, round_to_8bit, to_tensor, to_uint8
 
 __all__ = [
     "DATASETS",
     "DEFAULT_FPS",
     "MATRICES",
+    "Padding",
     "SAMPLES",
     "Sequence",
     "Video",
@@ -17,7 +18,6 @@ __all__ = [
     "check_matrix",
     "dataset_sequences",
     "default_matrix",
-    "pad_frames",
     "probe",
     "read_video",
     "resize_and_crop",

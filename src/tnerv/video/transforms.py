@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -75,13 +77,47 @@ def round_to_8bit(tensor: torch.Tensor) -> torch.Tensor:
     return _eight_bit_levels(tensor) / 255
 
 
-def pad_frames(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Frames (N, C, h, w) padded at the bottom and right to height x width by repeating the last row
-    and column (a model whose strides cannot reach h x w codes the larger frame; the decoder crops)."""
-    h, w = frames.shape[-2:]
-    if (h, w) == (height, width):
-        return frames
-    if h > height or w > width:
-        raise TnervError(f"cannot pad frames of {h}x{w} to the smaller size {height}x{width}")
-    padded = F.pad(frames.float(), (0, width - w, 0, height - h), mode="replicate")
-    return padded.to(frames.dtype)
+@dataclass(frozen=True)
+class Padding:
+    """A video's frame size and the larger size its model codes, where no stride product reaches the
+    video's: frames are padded at the bottom and right by repeating the last row and column, and the
+    model's output is cropped back, so that quality is measured on the video's own pixels."""
+
+    height: int
+    width: int
+    coded_height: int
+    coded_width: int
+
+    def __post_init__(self) -> None:
+        if self.coded_height < self.height or self.coded_width < self.width:
+            raise TnervError(
+                f"cannot pad frames of {self.height}x{self.width} to the smaller size "
+                f"{self.coded_height}x{self.coded_width}"
+            )
+
+    @property
+    def padded(self) -> bool:
+        """True where the coded frame is larger than the video's."""
+        return (self.coded_height, self.coded_width) != (self.height, self.width)
+
+    def pad(self, frames: torch.Tensor) -> torch.Tensor:
+        """Frames (N, C, height, width) padded to the coded size."""
+        if tuple(frames.shape[-2:]) != (self.height, self.width):
+            raise TnervError(f"frames of {frames.shape[-2]}x{frames.shape[-1]} are not the video's {self.height}x{self.width}")
+        if not self.padded:
+            return frames
+        sides = (0, self.coded_width - self.width, 0, self.coded_height - self.height)
+        return F.pad(frames.float(), sides, mode="replicate").to(frames.dtype)
+
+    def crop(self, frames: torch.Tensor) -> torch.Tensor:
+        """Frames (..., coded or larger) cut back to the video's size."""
+        return frames[..., : self.height, : self.width]
+
+    def to_dict(self) -> dict[str, int]:
+        """Plain data for run.json."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, int]) -> Padding:
+        """Reads the form `to_dict` writes."""
+        return cls(**values)
