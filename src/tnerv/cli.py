@@ -461,33 +461,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_anchor(args: argparse.Namespace) -> int:
-    from tnerv.anchors import crf_range, encode_anchor, stream_suffix
+    from tnerv.anchors import anchor_outputs, check_crfs, encode_anchor
     from tnerv.runs import load_frames, write_json_atomic
     from tnerv.video import probe
 
-    crfs = list(dict.fromkeys(args.crf))  # a CRF listed twice is encoded once
-    lo, hi = crf_range(args.codec)
-    bad = [c for c in crfs if not lo <= c <= hi]
-    if bad:  # checked before any encode, so no half-finished set of streams is left behind
-        raise TnervError(f"{args.codec} --crf must be in {lo}..{hi}, got {bad[0]}")
-    out = Path(args.out) if args.out else None
-    stem = f"{Path(args.video).stem}-{args.codec}" + ("-444" if args.pix_fmt == "yuv444p" else "")
-    streams = {c: out / f"{stem}-crf{c}{stream_suffix(args.codec)}" for c in crfs} if out else {}
-    targets = [*streams.values(), out / "anchor.json"] if out else []
-    for target in targets:
-        if target.exists():
-            raise TnervError(f"{target} exists; choose another --out or remove it")
+    # Both checked before any encode, so no half-finished set of streams is left behind.
+    crfs = check_crfs(args.codec, args.crf)
+    outputs = anchor_outputs(args.out, args.video, args.codec, args.pix_fmt, crfs) if args.out else None
     spec = _video_spec(args)
     fps = probe(args.video, size=args.yuv_size).fps
     frames = load_frames(spec).permute(0, 2, 3, 1).numpy()
     results = [
         encode_anchor(frames, args.codec, c, pix_fmt=args.pix_fmt, preset=args.preset, fps=fps,
-                      matrix=args.matrix, stream_path=streams.get(c))[0]
+                      matrix=args.matrix, stream_path=outputs.streams[c] if outputs else None)[0]
         for c in crfs
     ]
     doc = {"video": asdict(spec), "fps": fps, "results": [r.to_dict() for r in results]}
-    if out:
-        write_json_atomic(doc, out / "anchor.json")
+    if outputs:
+        write_json_atomic(doc, outputs.results)
     r0 = results[0]
     lines = [
         f"{args.codec} anchor (preset {r0.preset}, no frame reordering), {r0.pix_fmt}, {r0.matrix} matrix: "
@@ -497,8 +488,8 @@ def cmd_anchor(args: argparse.Namespace) -> int:
           f"{r.encode_seconds:>7.2f} {r.decode_fps:>8.1f}" for r in results),
         f"bytes: raw elementary stream, no container; PSNR and MS-SSIM on RGB; MS-SSIM is {r0.ms_ssim_variant}",
     ]
-    if out:
-        lines.append(f"streams and anchor.json written to {out}")
+    if outputs:
+        lines.append(f"streams and anchor.json written to {outputs.folder}")
     _print(doc, args.json, "\n".join(lines))
     return 0
 
