@@ -35,7 +35,7 @@ import os
 import statistics
 import time
 
-# As `tnerv decode` does (cli._passive_openmp): idle OpenMP threads sleep rather than spin, so that
+# As `tnerv decode` does (cli.compression._passive_openmp): idle OpenMP threads sleep rather than spin, so that
 # NNPACK's own threads get the cores. Set before torch loads OpenMP; a value the user set is kept.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 

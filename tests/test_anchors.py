@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from av.video.frame import PictureType
 
-from tnerv.anchors import ANCHOR_CODECS, DEFAULT_CRFS, anchor_curve, encode_anchor
+from tnerv.anchors import ANCHOR_CODECS, DEFAULT_CRFS, anchor_curve, anchor_outputs, check_crfs, encode_anchor
 from tnerv.cli import build_parser, main
 from tnerv.errors import TnervError
 from tnerv.metrics import evaluate_frames
@@ -161,6 +161,27 @@ def test_bad_input_raises(carphone8, change, message):
         encode_anchor(frames, **change)
 
 
+def test_crfs_are_checked_all_at_once_and_encoded_once():
+    assert check_crfs("av1", [30, 22, 30]) == [30, 22]
+    with pytest.raises(TnervError, match=r"^av1 --crf must be in 1\.\.63, got 0$"):
+        check_crfs("av1", [22, 0, 70])
+
+
+def test_anchor_outputs_are_named_per_crf_and_never_replaced(tmp_path):
+    outputs = anchor_outputs(tmp_path, "clips/carphone.y4m", "x265", "yuv444p", [22, 37])
+    assert outputs.streams == {c: tmp_path / f"carphone-x265-444-crf{c}.hevc" for c in (22, 37)}
+    assert outputs.results == tmp_path / "anchor.json" and outputs.folder == tmp_path
+    av1 = anchor_outputs(tmp_path, "carphone", "av1", "yuv420p", [30])
+    assert av1.streams == {30: tmp_path / "carphone-av1-crf30.obu"}
+    outputs.streams[37].touch()
+    with pytest.raises(TnervError, match="carphone-x265-444-crf37.hevc exists"):
+        anchor_outputs(tmp_path, "carphone", "x265", "yuv444p", [22, 37])
+    outputs.streams[37].unlink()
+    outputs.results.touch()
+    with pytest.raises(TnervError, match="anchor.json exists"):
+        anchor_outputs(tmp_path, "carphone", "x264", "yuv420p", [22])
+
+
 def run_cli(capsys, *args: str) -> tuple[int, str, str]:
     code = main(list(args))
     out, err = capsys.readouterr()
@@ -181,6 +202,13 @@ def test_cli_writes_streams_and_results(capsys, tmp_path):
     # A second run into the same folder refuses before encoding anything.
     code, _, err = run_cli(capsys, "anchor", "x265", "carphone", "--frames", "4", "--crf", "30", "--out", str(out))
     assert code == 2 and err.count("\n") == 1 and "exists" in err and "Traceback" not in err
+
+
+def test_cli_checks_every_crf_before_writing_anything(capsys, tmp_path):
+    out = tmp_path / "anchors"
+    args = ["x264", "carphone", "--frames", "2", "--crf", "30", "52", "--out", str(out)]
+    code, _, err = run_cli(capsys, "anchor", *args)
+    assert code == 2 and "x264 --crf must be in 0..51, got 52" in err and not out.exists()
 
 
 def test_cli_prints_a_table(capsys):

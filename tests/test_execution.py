@@ -365,7 +365,7 @@ def test_decode_lets_openmp_threads_sleep_unless_the_user_chose(tmp_path):
     import subprocess
     import sys
 
-    code = "from tnerv.cli import _passive_openmp; _passive_openmp(); import os; print(os.environ['OMP_WAIT_POLICY'])"
+    code = "from tnerv.cli.compression import _passive_openmp; _passive_openmp(); import os; print(os.environ['OMP_WAIT_POLICY'])"
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
     run = lambda env: subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)  # noqa: E731
     assert run(env).stdout.strip() == "PASSIVE"

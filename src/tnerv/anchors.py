@@ -23,6 +23,7 @@ from __future__ import annotations
 import io
 import os
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -88,9 +89,38 @@ class AnchorResult:
         return asdict(self)
 
 
-def crf_range(codec: str) -> tuple[int, int]:
-    """Return the (lowest, highest) CRF a codec accepts."""
-    return _codec(codec).crf_range
+def check_crfs(codec: str, crfs: Iterable[int]) -> list[int]:
+    """Return the distinct CRFs in their order; raise if one is outside the codec's range."""
+    distinct = list(dict.fromkeys(crfs))  # a CRF listed twice is encoded once
+    lo, hi = _codec(codec).crf_range
+    bad = [c for c in distinct if not lo <= c <= hi]
+    if bad:
+        raise TnervError(f"{codec} --crf must be in {lo}..{hi}, got {bad[0]}")
+    return distinct
+
+
+@dataclass(frozen=True)
+class AnchorOutputs:
+    """Where an anchor set is written in a folder: one raw stream per CRF, and anchor.json for the results."""
+
+    folder: Path
+    streams: dict[int, Path]
+    results: Path
+
+
+def anchor_outputs(
+    folder: str | Path, video: str | Path, codec: str, pix_fmt: str, crfs: Iterable[int]
+) -> AnchorOutputs:
+    """Name the files of an anchor set (VIDEO-CODEC[-444]-crfN.SUFFIX, anchor.json); raise if one exists."""
+    folder = Path(folder)
+    stem = f"{Path(video).stem}-{codec}" + ("-444" if pix_fmt == "yuv444p" else "")
+    streams = {c: folder / f"{stem}-crf{c}{stream_suffix(codec)}" for c in crfs}
+    outputs = AnchorOutputs(folder, streams, folder / "anchor.json")
+    # Checked before any encode, so that a second run never replaces part of an earlier set.
+    for target in [*streams.values(), outputs.results]:
+        if target.exists():
+            raise TnervError(f"{target} exists; choose another --out or remove it")
+    return outputs
 
 
 def stream_suffix(codec: str) -> str:
