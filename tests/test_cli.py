@@ -96,6 +96,8 @@ def test_a_run_directory_is_never_silently_replaced(capsys, tmp_path):
         (["fit", "BIKES", *TINY_FIT, "--set", "channels=-4", "--out", "OUT"], "'channels' of nerv: must not be negative"),
         (["fit", "BIKES", *TINY_FIT, "--set", "channels=wide", "--out", "OUT"], "'channels' of nerv: 'wide' is not of type int"),
         (["fit", "BIKES", "--frames", "4", "--resize", "32x64", "--size", "1e12", "--out", "OUT"], "GiB to train"),
+        (["fit", "BIKES", "--out", "OUT", "--size", "inf"], "argument --size: expected a parameter count"),
+        (["fit", "BIKES", "--out", "OUT", "--size", "nanM"], "argument --size: expected a parameter count"),
         (["fit", "BIKES", *TINY_FIT, "--device", "cuda", "--out", "OUT"], "no CUDA GPU"),
         (["fit", "BIKES", *TINY_FIT, "--out", "FULLDIR"], "holds files but no run"),
         (["decode", "TNRV", "-o", "OUT", "--frames", "-3:2"], "frames -3:2 requested"),

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from dataclasses import asdict
 
-from tnerv.cli.arguments import _video_spec
-from tnerv.cli.output import _print
+from tnerv.cli.arguments import video_spec
+from tnerv.cli.output import print_result
 
 
 def cmd_anchor(args: argparse.Namespace) -> int:
@@ -18,7 +18,7 @@ def cmd_anchor(args: argparse.Namespace) -> int:
     # Both checked before any encode, so no half-finished set of streams is left behind.
     crfs = check_crfs(args.codec, args.crf)
     outputs = anchor_outputs(args.out, args.video, args.codec, args.pix_fmt, crfs) if args.out else None
-    spec = _video_spec(args)
+    spec = video_spec(args)
     fps = probe(args.video, size=args.yuv_size).fps
     frames = load_frames(spec).permute(0, 2, 3, 1).numpy()
     results = [
@@ -40,5 +40,5 @@ def cmd_anchor(args: argparse.Namespace) -> int:
     ]
     if outputs:
         lines.append(f"streams and anchor.json written to {outputs.folder}")
-    _print(doc, args.json, "\n".join(lines))
+    print_result(doc, args.json, "\n".join(lines))
     return 0

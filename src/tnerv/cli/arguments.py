@@ -34,6 +34,8 @@ def _count(text: str) -> int:
         value = float(text[:-1] if scale != 1 else text) * scale
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a parameter count such as 3.0M or 500k, got {text!r}") from None
+    if not math.isfinite(value):  # round() of inf is an OverflowError, and nan compares false to everything
+        raise argparse.ArgumentTypeError(f"expected a parameter count such as 3.0M or 500k, got {text!r}")
     if value <= 0:
         raise argparse.ArgumentTypeError(f"a parameter budget must be positive, got {text!r}")
     return round(value)
@@ -162,7 +164,7 @@ def _add_training_args(p: argparse.ArgumentParser, overwrite_help: str, resume_h
     p.add_argument("--json", action="store_true")
 
 
-def _video_spec(args: argparse.Namespace) -> Any:
+def video_spec(args: argparse.Namespace) -> Any:
     """The frames the video arguments select (`_add_video_args` and the frame options)."""
     from tnerv.runs import VideoSpec
 
@@ -172,7 +174,7 @@ def _video_spec(args: argparse.Namespace) -> Any:
     )
 
 
-def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
+def train_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The training recipe fields the training arguments set (`_add_training_args`)."""
     train = {k: v for k, v in {
         "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "eval_every": args.eval_every,

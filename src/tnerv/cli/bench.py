@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tnerv.cli.output import _print
+from tnerv.cli.output import print_result
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -39,5 +39,5 @@ def cmd_bench(args: argparse.Namespace) -> int:
             f"{len(outcome.records)} results so far; this worker's units are done, others are not: the last worker "
             "to finish writes the tables (or rerun without --worker)"
         )
-    _print({"records": outcome.records, "written": [str(p) for p in written], "complete": outcome.complete}, args.json, text)
+    print_result({"records": outcome.records, "written": [str(p) for p in written], "complete": outcome.complete}, args.json, text)
     return 0

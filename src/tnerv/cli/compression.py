@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tnerv.cli.arguments import _train_overrides, _video_spec
-from tnerv.cli.output import _announce, _format_count, _print
+from tnerv.cli.arguments import train_overrides, video_spec
+from tnerv.cli.output import announcer, format_count, print_result
 from tnerv.errors import TnervError, short_repr
 
 
@@ -24,7 +24,7 @@ def _encode_summary(r: Any) -> str:
         f"{r.path}: {r.num_bytes:,} bytes, {r.bpp:.4f} bpp ({r.num_frames} frames of {r.width}x{r.height}){estimate}\n"
         f"decoded: PSNR {r.psnr:.2f} dB, MS-SSIM {r.ms_ssim:.4f} [{r.ms_ssim_variant}]\n"
         f"bytes: {parts}\n"
-        f"{r.model} ({r.method}), {_format_count(r.parameters['transmitted'])} parameters, "
+        f"{r.model} ({r.method}), {format_count(r.parameters['transmitted'])} parameters, "
         f"encoded in {r.encode_seconds / 60:.1f} min; run directory: {r.run_dir}"
     )
 
@@ -34,13 +34,13 @@ def cmd_encode(args: argparse.Namespace) -> int:
     from tnerv.compress import encode_video
 
     result = encode_video(
-        _video_spec(args), args.output, model=args.model, preset=args.preset, lam=args.lam,
+        video_spec(args), args.output, model=args.model, preset=args.preset, lam=args.lam,
         phase_start=args.phase_start, prune=args.prune, model_overrides=dict(args.set or []),
-        train_overrides=_train_overrides(args), run_dir=args.run_dir, overwrite=args.overwrite,
+        train_overrides=train_overrides(args), run_dir=args.run_dir, overwrite=args.overwrite,
         resume=args.resume, progress=not args.quiet, size=args.size, ablations=args.ablation,
-        on_config=_announce(args),
+        on_config=announcer(args),
     )
-    _print(result.to_dict(), args.json, _encode_summary(result))
+    print_result(result.to_dict(), args.json, _encode_summary(result))
     return 0
 
 
@@ -69,7 +69,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
         f"in {result.seconds:.2f} s ({result.fps:.1f} frames per second) on {result.path['ran']}{choosing}\n"
         f"path: {result.path['reason']}"
     )
-    _print(result.to_dict(), args.json, text)
+    print_result(result.to_dict(), args.json, text)
     return 0
 
 
@@ -94,7 +94,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     ]
     if args.plot:
         lines.append(f"  byte-allocation plot: {info['plot']}")
-    _print(info, args.json, "\n".join(lines))
+    print_result(info, args.json, "\n".join(lines))
     return 0
 
 
@@ -138,5 +138,5 @@ def cmd_demo(args: argparse.Namespace) -> int:
         + f" on {decoded.path['ran']} (choosing the path took {decoded.path_seconds:.2f} s)"
         + f" -> {decoded.output}\nbyte allocation plot: {plot}"
     )
-    _print({"encode": encoded.to_dict(), "decode": decoded.to_dict(), "plot": str(plot)}, args.json, text)
+    print_result({"encode": encoded.to_dict(), "decode": decoded.to_dict(), "plot": str(plot)}, args.json, text)
     return 0

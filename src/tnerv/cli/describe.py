@@ -6,7 +6,7 @@ import argparse
 from dataclasses import asdict
 from typing import Any
 
-from tnerv.cli.output import _format_count, _print
+from tnerv.cli.output import format_count, print_result
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -18,15 +18,15 @@ def cmd_info(args: argparse.Namespace) -> int:
         f"{info.path}\n  frames: {info.num_frames}\n  size:   {info.width}x{info.height} (WxH)\n"
         f"  fps:    {info.fps:g}\n  codec:  {info.codec} ({info.pix_fmt})"
     )
-    _print(asdict(info), args.json, text)
+    print_result(asdict(info), args.json, text)
     return 0
 
 
 def _counts_line(label: str, frames: int, height: int, width: int, c: dict[str, int]) -> str:
     return (
-        f"{label:<32} {frames:>6} {height:>5}x{width:<5} {_format_count(c['transmitted']):>9}  "
-        f"{_format_count(c['decoder'])} / {_format_count(c['grids'])} / {_format_count(c['embeddings'])}"
-        f" (+ {_format_count(c['encoder'])})"
+        f"{label:<32} {frames:>6} {height:>5}x{width:<5} {format_count(c['transmitted']):>9}  "
+        f"{format_count(c['decoder'])} / {format_count(c['grids'])} / {format_count(c['embeddings'])}"
+        f" (+ {format_count(c['encoder'])})"
     )
 
 
@@ -64,7 +64,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     for r in rows:
         label = f"{r['model']} / {r['preset'] or '-'}"
         lines.append(_counts_line(label, r["num_frames"], r["height"], r["width"], r["parameters"]))
-    _print(rows, args.json, "\n".join(lines))
+    print_result(rows, args.json, "\n".join(lines))
     return 0
 
 
@@ -84,7 +84,7 @@ def _configs_for_video(args: argparse.Namespace) -> int:
         config, geometry = config_for_video(name, height, width, frames, preset, None, args.size)
         rows.append(describe(name, config, geometry))
     header = f"{args.video_for}: {frames} frames of {height}x{width} (HxW)"
-    _print(rows, args.json, "\n".join([header, *(describe_line(r) for r in rows)]))
+    print_result(rows, args.json, "\n".join([header, *(describe_line(r) for r in rows)]))
     return 0
 
 
@@ -117,16 +117,16 @@ def _setting_table(args: argparse.Namespace) -> int:
         row.update(num_frames=row[args.scale]["num_frames"], parameters=counts[args.scale])
         rows.append(row)
         comparison.append(
-            f"{model:<8} {_format_count(counts['paper']['transmitted']):>9} {format_split(counts['paper']):>10}"
-            f"   {_format_count(counts['cpu']['transmitted']):>9} {format_split(counts['cpu']):>10}"
+            f"{model:<8} {format_count(counts['paper']['transmitted']):>9} {format_split(counts['paper']):>10}"
+            f"   {format_count(counts['cpu']['transmitted']):>9} {format_split(counts['cpu']):>10}"
         )
     h, w, n, budget = scales[args.scale]
     lines = [
-        f"{setting.description}; budget {_format_count(setting.budget)}, {paper_frames} frames",
-        f"CPU scale: {height}x{width}, {cpu_frames} frames, budget {_format_count(cpu_budget)} "
+        f"{setting.description}; budget {format_count(setting.budget)}, {paper_frames} frames",
+        f"CPU scale: {height}x{width}, {cpu_frames} frames, budget {format_count(cpu_budget)} "
         "(derived from the paper-scale config, same split: tnerv.models.budget.cpu_config)",
         "",
-        f"{args.scale} scale: {h}x{w}, {n} frames, budget {_format_count(budget)}",
+        f"{args.scale} scale: {h}x{w}, {n} frames, budget {format_count(budget)}",
         _COUNTS_HEADER.replace(" " * 32, f"{'model':<32}", 1),
         *(_counts_line(r["model"], n, h, w, r["parameters"]) for r in rows),
         "",
@@ -134,5 +134,5 @@ def _setting_table(args: argparse.Namespace) -> int:
         f"{'model':<8} {'paper':>9} {'D/G/E %':>10}   {'CPU':>9} {'D/G/E %':>10}",
         *comparison,
     ]
-    _print(rows, args.json, "\n".join(lines))
+    print_result(rows, args.json, "\n".join(lines))
     return 0

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tnerv.cli.arguments import _train_overrides, _video_spec
-from tnerv.cli.output import _announce, _format_count, _print
+from tnerv.cli.arguments import train_overrides, video_spec
+from tnerv.cli.output import announcer, format_count, print_result
 from tnerv.errors import TnervError
 
 
@@ -17,7 +17,7 @@ def _summary(result: Any) -> str:
     r = result.report
     return (
         f"{result.model}: PSNR {r.psnr:.2f} dB, MS-SSIM {r.ms_ssim:.4f} [{r.ms_ssim_variant}], "
-        f"{_format_count(result.parameters['transmitted'])} parameters, {result.epochs} epochs\n"
+        f"{format_count(result.parameters['transmitted'])} parameters, {result.epochs} epochs\n"
         f"run directory: {result.run_dir}"
     )
 
@@ -30,12 +30,12 @@ def cmd_fit(args: argparse.Namespace) -> int:
     if args.nproc > 1 and not launched_by_torchrun():
         return _launch_torchrun(args.nproc, args.argv)
     result = fit_run(
-        _video_spec(args), args.out, model=args.model, preset=args.preset, model_overrides=dict(args.set or []),
-        train_overrides=_train_overrides(args), overwrite=args.overwrite, resume=args.resume,
-        progress=not args.quiet, size=args.size, ablations=args.ablation, on_config=_announce(args),
+        video_spec(args), args.out, model=args.model, preset=args.preset, model_overrides=dict(args.set or []),
+        train_overrides=train_overrides(args), overwrite=args.overwrite, resume=args.resume,
+        progress=not args.quiet, size=args.size, ablations=args.ablation, on_config=announcer(args),
     )
     if is_main_process():
-        _print(result.to_dict(), args.json, _summary(result))
+        print_result(result.to_dict(), args.json, _summary(result))
     return 0
 
 
@@ -62,5 +62,5 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise TnervError(f"{frames_out} is not empty; pass --overwrite to write frames into it")
     result = eval_run(args.run_dir, frames_out=args.frames_out, batch_size=args.batch_size)
     text = _summary(result) + (f"\nframes written to {args.frames_out}" if args.frames_out else "")
-    _print(result.to_dict(), args.json, text)
+    print_result(result.to_dict(), args.json, text)
     return 0

@@ -7,17 +7,17 @@ import json
 from typing import Any
 
 
-def _print(data: Any, as_json: bool, text: str) -> None:
+def print_result(data: Any, as_json: bool, text: str) -> None:
     """Prints `data` as indented JSON with --json, else `text`."""
     print(json.dumps(data, indent=2, default=str) if as_json else text)
 
 
-def _format_count(n: int) -> str:
+def format_count(n: int) -> str:
     """A parameter count as the tables show it: 0.398M from 100,000 up, else 62,208."""
     return f"{n / 1e6:.3f}M" if n >= 1e5 else f"{n:,}"
 
 
-def _announce(args: argparse.Namespace) -> Any:
+def announcer(args: argparse.Namespace) -> Any:
     """Prints what was chosen for the video (one line) before training; --json carries it instead."""
     from tnerv.models.budget import describe_line
 
