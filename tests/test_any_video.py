@@ -150,6 +150,22 @@ def test_a_padded_run_evaluates_again_on_the_original_pixels(tmp_path, capsys):
     assert load_frames(VideoSpec(str(tmp_path / "frames"))).shape == (2, 3, 17, 23)
 
 
+
+def test_a_runs_padding_is_a_field_of_its_own_that_eval_reads(tmp_path, capsys):
+    write_frames(generated_clip(17, 23, 2), tmp_path / "clip")
+    run = tmp_path / "run"
+    assert main(["fit", str(tmp_path / "clip"), "--out", str(run), "--model", "nerv", "--epochs", "1", "--quiet"]) == 0
+    stored = json.loads((run / "run.json").read_text())
+    assert stored["padding"] == {"height": 17, "width": 23, "coded_height": 18, "coded_width": 24}
+    # eval checks the video against that field: a run.json that says the video was 16 rows is refused.
+    claimed = {**stored, "padding": {**stored["padding"], "height": 16}}
+    (run / "run.json").write_text(json.dumps(claimed))
+    capsys.readouterr()
+    assert main(["eval", str(run)]) == 2 and "no longer matches the run" in capsys.readouterr().err
+    # A run.json written before the field existed holds the video's size in its announcement only.
+    (run / "run.json").write_text(json.dumps({k: v for k, v in stored.items() if k != "padding"}))
+    assert main(["eval", str(run), "--json"]) == 0
+
 # The contract at small sizes: frames from 16x16 (odd, 2:1, portrait too), 1 to 300 frames, defaults only.
 SMALL_SIZES = [(16, 16), (36, 64), (64, 64), (90, 160), (17, 31), (32, 64), (64, 36)]
 COUNTS = [1, 2, 50, 100, 300]
