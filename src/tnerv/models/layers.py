@@ -471,6 +471,8 @@ class SlicedTemporalGrid(nn.Module):
     def __init__(self, levels: list[tuple[int, int, int]], init_scale: float = 1e-3):
         super().__init__()
         self.levels = [(int(t), int(cells), int(ch)) for t, cells, ch in levels]
+        if any(min(level) < 1 for level in self.levels):
+            raise TnervError(f"a grid level without slices or channels: {self.levels} (too few frames for its levels)")
         self.slices = nn.ParameterList(
             nn.Parameter(nn.init.uniform_(torch.empty(t, cells * ch), -init_scale, init_scale))
             for t, cells, ch in self.levels
