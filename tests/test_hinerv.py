@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tnerv.models import create_model, load_preset
-from tnerv.models.layers import patch_paddings
+from tnerv.models.layers import SlicedTemporalGrid, patch_paddings
 from tnerv.models.sizing import transmitted_size
 from tnerv.train import TrainConfig, VideoFrames, fit, lr_factor
 
@@ -82,8 +82,11 @@ def test_training_targets_are_the_items_patches():
 def test_a_patch_that_does_not_tile_the_frame_is_refused():
     with pytest.raises(Exception, match="must tile"):
         create_model("hinerv", load_preset("hinerv-ref-cpu").config(patch_size=(50, 64)))
-    with pytest.raises(Exception, match="without slices"):  # 2 frames cannot hold a 3-level local grid
-        create_model("hinerv", load_preset("hinerv-ref-cpu").config(num_frames=2))
+    with pytest.raises(Exception, match="without slices"):
+        SlicedTemporalGrid([(4, 9, 2), (0, 9, 4)])
+    # where the official code would build an empty level (2 frames, 3 levels), tnerv keeps one slice
+    model = create_model("hinerv", load_preset("hinerv-ref-cpu").config(num_frames=2))
+    assert [t for t, _, _ in model.local_grids[0].levels] == [2, 1, 1]
 
 
 def test_cosine_full_is_timms_schedule():

@@ -64,8 +64,9 @@ class HiNeRVConfig(ModelConfig):
 
 
 def _level_size(base: int, scale: float, level: int) -> int:
-    """A grid level's size as the official code computes it: int(base / scale^level)."""
-    return int(base / scale**level)
+    """A grid level's size as the official code computes it, int(base / scale^level), but at least 1:
+    where the official code would build an empty grid (a clip of very few frames) and fail, one slice."""
+    return max(1, int(base / scale**level))
 
 
 @register_model
