@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytorch_msssim
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
@@ -48,8 +49,9 @@ class TrainConfig:
     weight_decay: float = 0.0
     warmup: float = 0.2  # fraction of all iterations spent warming up linearly
     warmup_start: float = 0.1  # lr factor at the first iteration of the warm-up
-    schedule: str = "cosine"  # after the warm-up: "cosine" (to 0 at the end) or "constant"
-    loss: str = "fusion"  # "l2" or "fusion" = 0.7 * L1 + 0.3 * (1 - SSIM)
+    schedule: str = "cosine"  # after the warm-up: one of SCHEDULES (lr_factor)
+    final_lr: float = 0.0  # lr factor the cosine ends at ("cosine-full"; HiNeRV's min_lr / lr)
+    loss: str = "fusion"  # one of LOSSES: "l2", "fusion" = 0.7 L1 + 0.3 (1 - SSIM), "l1-ms-ssim5" (HiNeRV's)
     grad_clip: float | None = None  # max gradient norm; None = no clipping
     eval_every: int = 10  # epochs between evaluations (PSNR and MS-SSIM over all frames)
     checkpoint_every: int = 10  # epochs between checkpoints (one is always written at the end)
@@ -85,8 +87,9 @@ class TrainConfig:
             raise TnervError(f"unknown loss {self.loss!r}; available: {', '.join(LOSSES)}")
         if self.precision not in PRECISIONS:
             raise TnervError(f"unknown precision {self.precision!r}; available: {', '.join(PRECISIONS)}")
-        if not 0 <= self.warmup < 1 or not 0 <= self.warmup_start <= 1:
-            raise TnervError("warmup is a fraction of the iterations in [0, 1), warmup_start a factor in [0, 1]")
+        if not 0 <= self.warmup < 1 or not 0 <= self.warmup_start <= 1 or not 0 <= self.final_lr <= 1:
+            raise TnervError("warmup is a fraction of the iterations in [0, 1), warmup_start and final_lr factors "
+                             "in [0, 1]")
         if self.schedule not in SCHEDULES:
             raise TnervError(f"unknown schedule {self.schedule!r}; available: {', '.join(SCHEDULES)}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
@@ -137,23 +140,39 @@ def fusion_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return 0.7 * F.l1_loss(pred, target) + 0.3 * (1 - ssim(at_least_float32(pred), at_least_float32(target)).mean())
 
 
+def l1_ms_ssim5_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """0.7 * L1 + 0.3 * (1 - MS-SSIM with a 5x5 window, 5 scales), HiNeRV's loss (the smaller side must
+    exceed 64 pixels)."""
+    pred, target = at_least_float32(pred), at_least_float32(target)
+    values = pytorch_msssim.ms_ssim(pred, target, data_range=1.0, size_average=False, win_size=5)
+    return 0.7 * F.l1_loss(pred, target) + 0.3 * (1 - values).mean()
+
+
 LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "l2": F.mse_loss,
     "fusion": fusion_loss,
+    "l1-ms-ssim5": l1_ms_ssim5_loss,
 }
 
 
-SCHEDULES = ("cosine", "constant")
+# "cosine": after the warm-up, a cosine over the remaining iterations to 0 (NeRV's, HNeRV's, FFNeRV's);
+# "cosine-full": a cosine over all iterations to `final_lr` that the warm-up overrides at the start
+# (timm's CosineLRScheduler without warmup_prefix, HiNeRV's); "constant".
+SCHEDULES = ("cosine", "cosine-full", "constant")
 
 
-def lr_factor(iteration: int, total: int, warmup: float, warmup_start: float, schedule: str = "cosine") -> float:
-    """Linear warm-up from `warmup_start` to 1 over the first `warmup` of iterations, then cosine to 0
-    (NeRV's, HNeRV's and FFNeRV's schedule) or constant."""
+def lr_factor(
+    iteration: int, total: int, warmup: float, warmup_start: float, schedule: str = "cosine", final: float = 0.0
+) -> float:
+    """Linear warm-up from `warmup_start` to 1 over the first `warmup` of iterations, then the schedule
+    (SCHEDULES)."""
     warm = int(warmup * total)
     if iteration < warm:
         return warmup_start + (1 - warmup_start) * iteration / warm
     if schedule == "constant":
         return 1.0
+    if schedule == "cosine-full":
+        return final + 0.5 * (1 - final) * (1 + math.cos(math.pi * iteration / max(1, total)))
     progress = (iteration - warm) / max(1, total - warm)
     return 0.5 * (1 + math.cos(math.pi * progress))
 
@@ -411,12 +430,14 @@ def fit(
         optimizer = torch.optim.Adam(groups, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
         # Shuffled batches of frame indices, drawn as the reference scripts' DataLoaders draw them. With N
         # processes (torchrun) a step's global batch is N times the per-process batch_size, split over them.
-        batches = torch.utils.data.DataLoader(range(num_frames), batch_size=config.batch_size * world, shuffle=True)
+        # A patch-trained model (HiNeRV) is trained on items, `training_items()` per frame: its patches.
+        items = num_frames * model.training_items()
+        batches = torch.utils.data.DataLoader(range(items), batch_size=config.batch_size * world, shuffle=True)
         steps_per_epoch = len(batches)
         total_steps = config.epochs * steps_per_epoch
 
         def schedule(it: int) -> float:
-            return lr_factor(it, total_steps, config.warmup, config.warmup_start, config.schedule)
+            return lr_factor(it, total_steps, config.warmup, config.warmup_start, config.schedule, config.final_lr)
 
         # A group with "scheduled": False keeps its rate (e.g. entropy models that must follow to the end).
         scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -473,7 +494,7 @@ def fit(
                 epoch_loss = 0.0
                 for idx in batches:
                     idx, weight = shard(broadcast_from_main(idx.to(device)))
-                    target = frames(idx)
+                    target = frames(idx) if items == num_frames else model.training_target(idx, frames)
                     with autocast:
                         outputs = trained(idx, target if model.needs_frames else None)
                         loss = model.training_loss(outputs, target, loss_fn)
@@ -489,7 +510,7 @@ def fit(
                 done = epoch + 1
                 entry: dict[str, Any] = {
                     "epoch": done,
-                    "loss": epoch_loss / num_frames,
+                    "loss": epoch_loss / items,
                     "lr": scheduler.get_last_lr()[0],
                     "seconds": time.time() - started,
                 }

@@ -6,6 +6,7 @@ from tnerv.models import dnerv  # noqa: F401  (registers the model)
 from tnerv.models import enerv  # noqa: F401  (registers the model)
 from tnerv.models import ffnerv  # noqa: F401  (registers the model)
 from tnerv.models import hnerv  # noqa: F401  (registers the model)
+from tnerv.models import hinerv  # noqa: F401  (registers the model)
 from tnerv.models import tnerv  # noqa: F401  (registers the model)
 from tnerv.models.base import ModelConfig, VideoINR, config_to_dict
 from tnerv.models.registry import (

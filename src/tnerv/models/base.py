@@ -194,6 +194,16 @@ class VideoINR(nn.Module):
     def after_step(self, frame_idx: Tensor, outputs: dict[str, Tensor]) -> None:
         """Called after each optimiser step (models with per-frame buffers update them here)."""
 
+    def training_items(self) -> int:
+        """Training items per frame that one epoch visits: 1 (whole frames), or the patches of a model
+        trained on patches. With more than one, the training forward pass receives item indices
+        (frame * training_items() + item) and returns that item's output, and `training_target` its target."""
+        return 1
+
+    def training_target(self, items: Tensor, frames: FrameSource) -> Tensor:
+        """The targets of a batch of training items (models with `training_items() > 1` define it)."""
+        raise NotImplementedError(f"{type(self).__name__} trains on whole frames")
+
     def on_epoch_start(self, epoch: int, epochs: int) -> None:
         """Called before each epoch (0-based) of `epochs` (schedules that follow progress use it)."""
 

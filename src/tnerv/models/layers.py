@@ -459,3 +459,90 @@ class GatedFusion(nn.Module):
         s = torch.sigmoid(self.s_content(content) + self.s_diff(diff))
         return s * p + (1 - s) * content
 
+
+
+class SlicedTemporalGrid(nn.Module):
+    """Learned grids over time (HiNeRV's base and local grids): level k holds `frames` slices of `cells`
+    feature vectors of `channels` each, stored (frames, cells * channels), initialised uniform in
+    (-init_scale, init_scale). Frame i of N reads each level by linear interpolation at slice position
+    (i + 0.5) * frames / N - 0.5, clamped to the grid (align_corners=False, as F.interpolate and
+    grid_sample read it there); the levels' readings are concatenated: (B, cells, sum of channels)."""
+
+    def __init__(self, levels: list[tuple[int, int, int]], init_scale: float = 1e-3):
+        super().__init__()
+        self.levels = [(int(t), int(cells), int(ch)) for t, cells, ch in levels]
+        if any(min(level) < 1 for level in self.levels):
+            raise TnervError(f"a grid level without slices or channels: {self.levels} (too few frames for its levels)")
+        self.slices = nn.ParameterList(
+            nn.Parameter(nn.init.uniform_(torch.empty(t, cells * ch), -init_scale, init_scale))
+            for t, cells, ch in self.levels
+        )
+
+    def forward(self, frame_idx: Tensor, num_frames: int) -> Tensor:
+        out = []
+        for (t, cells, ch), grid in zip(self.levels, self.slices):
+            pos = ((frame_idx.float() + 0.5) * (t / num_frames) - 0.5).clamp(min=0)
+            left = pos.floor().long().clamp(max=t - 1)
+            right = (left + 1).clamp(max=t - 1)
+            frac = (pos - left).view(-1, 1).to(grid.dtype)
+            out.append((grid[left] * (1 - frac) + grid[right] * frac).view(-1, cells, ch))
+        return torch.cat(out, dim=-1)
+
+
+class ChannelsLastConvNeXtBlock(nn.Module):
+    """HiNeRV's block on (B, H, W, C): depthwise k x k convolution -> LayerNorm without affine -> Linear
+    (c_in -> hidden) -> GELU -> Linear (-> c_out), no biases; `mask` (B, H, W, 1) zeroes the branch
+    outside the frame; the input is added back where the width is kept."""
+
+    def __init__(self, c_in: int, c_out: int, hidden: int, kernel_size: int = 3):
+        super().__init__()
+        self.dwconv = nn.Conv2d(c_in, c_in, kernel_size, padding="same", groups=c_in, bias=False)
+        self.fc1 = nn.Linear(c_in, hidden, bias=False)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, c_out, bias=False)
+        self.residual = c_in == c_out
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        y = self.dwconv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        y = self.fc2(self.act(self.fc1(torch.nn.functional.layer_norm(y, y.shape[-1:], eps=1e-6))))
+        if mask is not None:
+            y = y * mask
+        return x + y if self.residual else y
+
+
+def halved_widths(first: int, stages: int, minimum: int = 1) -> list[int]:
+    """HiNeRV's stage widths: the first keeps `first`, each later one halves the previous (floor
+    division), never below `minimum`."""
+    widths = [max(first, minimum)]
+    for _ in range(stages - 1):
+        widths.append(max(widths[-1] // 2, minimum))
+    return widths
+
+
+def patch_paddings(
+    strides: tuple[int, ...], kernel_sizes: tuple[int, ...], depths: tuple[int, ...], stem_kernel_size: int
+) -> tuple[int, list[int]]:
+    """HiNeRV's padding rule for patches (rows and columns alike): from the last stage back, each
+    stage's output is padded by what its blocks' kernels reach plus what the later stages need; the
+    input of an upsampling by s needs round(padding / s) + 1 (round half to even). Returns (the stem's
+    padding, including its own kernel's reach, and each stage's output padding)."""
+    pad, per_stage = 0, []
+    for s, k, d in reversed(list(zip(strides, kernel_sizes, depths))):
+        pad += d * ((k - 1) // 2)
+        per_stage.append(pad)
+        pad = round(pad / s) + (1 if s > 1 else 0)
+    return pad + (stem_kernel_size - 1) // 2, list(reversed(per_stage))
+
+
+def linear_upsample_weights(
+    start_in: Tensor, n_in: int, start_out: Tensor, n_out: int, full_out: int, s: int
+) -> Tensor:
+    """(B, n_out, n_in): the weights of linear upsampling by s (align_corners=False, source positions
+    clamped to the frame) from input pixels start_in + [0, n_in) to output pixels start_out + [0, n_out)
+    of a frame `full_out` long; output pixels outside the frame get no weight."""
+    out = start_out[:, None] + torch.arange(n_out, device=start_out.device)
+    src = ((out.float() + 0.5) / s - 0.5).clamp(0, full_out // s - 1)
+    inp = (start_in[:, None] + torch.arange(n_in, device=start_in.device)).float()
+    dist = (src[:, :, None] - inp[:, None, :]).abs()
+    inside = ((out >= 0) & (out < full_out)).float()[:, :, None]
+    return (1 - dist).clamp(min=0) * inside

@@ -50,6 +50,7 @@ _GEOMETRY: dict[str, dict[str, dict[str, Any]]] = {
         "*": {"strides": _STRIDES_16_9[720]},
         "dnerv": {"fusion_block": 2, "diff_decoder_stride": 4},
         "tnerv": {"preset": "tnerv-12.4m-720p"},
+        "hinerv": {"strides": (5, 2, 2, 2), "patch_size": (80, 80)},  # its official Bunny 720p geometry
     },
     "setting2": {
         "*": {"strides": (5, 3, 2, 2, 2)},
@@ -57,15 +58,25 @@ _GEOMETRY: dict[str, dict[str, dict[str, Any]]] = {
         # C.3: difference embedding 2x10x20, the content unit after the second block.
         "dnerv": {"strides": (5, 4, 4, 3, 2), "fusion_block": 1, "diff_decoder_stride": 4},
         "tnerv": {"preset": "tnerv-3.0m-960p"},
+        "hinerv": {"strides": (5, 3, 2, 2), "patch_size": (120, 120)},  # 16x32 base, its 1080p patches
     },
     # Inferred for 1080p: DNeRV's difference embedding stays 2x45x80 (as at 720p), joining at 135x240.
-    "davis": {"*": {"strides": _STRIDES_16_9[1080]}, "dnerv": {"fusion_block": 1, "diff_decoder_stride": 3}},
-    "mcl-jcv": {"*": {"strides": _STRIDES_16_9[720]}, "dnerv": {"fusion_block": 2, "diff_decoder_stride": 4}},
+    "davis": {
+        "*": {"strides": _STRIDES_16_9[1080]},
+        "dnerv": {"fusion_block": 1, "diff_decoder_stride": 3},
+        "hinerv": {"strides": (5, 3, 2, 2), "patch_size": (120, 120)},  # HiNeRV's official UVG geometry
+    },
+    "mcl-jcv": {
+        "*": {"strides": _STRIDES_16_9[720]},
+        "dnerv": {"fusion_block": 2, "diff_decoder_stride": 4},
+        "hinerv": {"strides": (5, 2, 2, 2), "patch_size": (80, 80)},
+    },
     # Compression at 1080p (as DAVIS's geometry); T-NeRV uses its published 9.3M config (Tab. 8).
     "uvg-1080p": {
         "*": {"strides": _STRIDES_16_9[1080]},
         "dnerv": {"fusion_block": 1, "diff_decoder_stride": 3},
         "tnerv": {"preset": "tnerv-9.3m-1080p"},
+        "hinerv": {"strides": (5, 3, 2, 2), "patch_size": (120, 120)},
     },
 }
 

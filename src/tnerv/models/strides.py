@@ -124,6 +124,10 @@ def with_geometry(
         changes["grid_resolutions"] = scale_grid_resolutions(
             reference.grid_resolutions, num_frames, reference.num_frames
         )
+    if hasattr(reference, "grid_frames"):  # HiNeRV's base grid
+        changes["grid_frames"] = scale_grid_resolutions((reference.grid_frames,), num_frames, reference.num_frames)[0]
+    if hasattr(reference, "patch_size") and "patch_size" not in geometry:
+        changes["patch_size"] = (0, 0)  # training patches are the geometry's to give; else whole frames
     config = dataclasses.replace(reference, **changes)
     if hasattr(reference, "fusion_block") and "fusion_block" not in geometry:
         config = _keep_difference_scale(config, reference)
