@@ -10,6 +10,7 @@ import pytorch_msssim
 import torch
 
 from tnerv.metrics import (
+    ms_ssim_for_loss,
     MSSSIM_WEIGHTS,
     _ms_ssim_levels,
     bits_per_pixel,
@@ -112,6 +113,21 @@ def test_ms_ssim_tiny_frames_use_a_smaller_window():
     assert result.variant == "ms-ssim(win=7,scales=1)"
     assert 0 < result.values.item() < 1
 
+
+
+def test_the_loss_ms_ssim_is_the_librarys_where_five_scales_fit_and_fewer_where_not():
+    # HiNeRV's 5x5 window: five scales need a short side over 64 px, which pytorch-msssim asserts.
+    pred, target = noisy_pair(2, 65, 80)
+    expected = pytorch_msssim.ms_ssim(pred, target, data_range=1.0, size_average=False, win_size=5)
+    assert torch.equal(ms_ssim_for_loss(pred, target, 5), expected)
+    pred, target = noisy_pair(2, 64, 80)
+    with pytest.raises(AssertionError):
+        pytorch_msssim.ms_ssim(pred, target, data_range=1.0, size_average=False, win_size=5)
+    pred.requires_grad_(True)
+    values = ms_ssim_for_loss(pred, target, 5)  # four scales of the 5-px window
+    assert torch.allclose(values, _ms_ssim_levels(pred, target, 5, 4)) and bool(((values > 0) & (values < 1)).all())
+    (1 - values).sum().backward()
+    assert pred.grad is not None and pred.grad.abs().sum() > 0
 
 def test_ssim_per_frame():
     pred, target = noisy_pair(3, 32, 32)

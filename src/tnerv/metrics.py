@@ -61,10 +61,11 @@ class MSSSIMResult:
     variant: str
 
 
-def msssim_plan(height: int, width: int) -> tuple[int, int]:
-    """Return (window, scales) for MS-SSIM on frames of this size (see the module docstring)."""
+def msssim_plan(height: int, width: int, windows: tuple[int, ...] = _WINDOWS) -> tuple[int, int]:
+    """Return (window, scales) for MS-SSIM on frames of this size, the first of `windows` that fits (see
+    the module docstring)."""
     side = min(height, width)
-    for win in _WINDOWS:
+    for win in windows:
         for scales in range(len(MSSSIM_WEIGHTS), 0, -1):
             # Same test pytorch-msssim asserts for 5 scales, generalised to `scales` levels.
             if side > (win - 1) * 2 ** (scales - 1):
@@ -96,14 +97,28 @@ def _ms_ssim_levels(
 def ms_ssim(pred: torch.Tensor, target: torch.Tensor) -> MSSSIMResult:
     """Per-frame MS-SSIM (data range 1, pred clamped), with fewer scales on small frames, labelled."""
     _check_pair(pred, target)
-    pred = pred.float().clamp(0.0, 1.0)
-    target = target.float()
-    win, scales = msssim_plan(pred.shape[2], pred.shape[3])
-    if (win, scales) == (11, 5):
-        values = pytorch_msssim.ms_ssim(pred, target, data_range=1.0, size_average=False, win_size=11)
+    values, win, scales = _planned_ms_ssim(pred.float().clamp(0.0, 1.0), target.float(), _WINDOWS)
+    return MSSSIMResult(values, f"ms-ssim(win={win},scales={scales})")
+
+
+def ms_ssim_for_loss(pred: torch.Tensor, target: torch.Tensor, win_size: int) -> torch.Tensor:
+    """Per-frame MS-SSIM for a training loss, differentiable and unclamped, with a `win_size` window:
+    five scales where the short side exceeds (win_size - 1) * 16 px, as pytorch-msssim computes them,
+    and fewer (or a smaller window) on smaller frames, as `ms_ssim` plans them."""
+    _check_pair(pred, target)
+    return _planned_ms_ssim(pred, target, tuple(w for w in _WINDOWS if w <= win_size))[0]
+
+
+def _planned_ms_ssim(
+    pred: torch.Tensor, target: torch.Tensor, windows: tuple[int, ...]
+) -> tuple[torch.Tensor, int, int]:
+    """Per-frame MS-SSIM with the plan `msssim_plan` gives this frame size, and that plan."""
+    win, scales = msssim_plan(pred.shape[2], pred.shape[3], windows)
+    if scales == len(MSSSIM_WEIGHTS):
+        values = pytorch_msssim.ms_ssim(pred, target, data_range=1.0, size_average=False, win_size=win)
     else:
         values = _ms_ssim_levels(pred, target, win, scales)
-    return MSSSIMResult(values, f"ms-ssim(win={win},scales={scales})")
+    return values, win, scales
 
 
 def bits_per_pixel(num_bytes: int, num_frames: int, height: int, width: int) -> float:

@@ -75,7 +75,7 @@ class HiNeRV(VideoINR):
     """Frame index in, frame out; trained on patches of the frame (`patch_size`)."""
 
     name = "hinerv"
-    card = ModelCard(label="HiNeRV", colour="#8c564b", marker="P", reference_preset="hinerv-3.2m-1080p")
+    card = ModelCard(label="HiNeRV", colour="#bcbd22", marker="<", reference_preset="hinerv-3.2m-1080p")
     config_class = HiNeRVConfig
     component_prefixes = {"grids": ("base_grid.", "local_grids.")}
     # The official recipe (cfgs/train/hinerv_1920x1080.txt, main stage): 0.7 L1 + 0.3 (1 - MS-SSIM 5x5), Adam,
