@@ -7,7 +7,7 @@ import dataclasses
 import math
 import types
 import typing
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -34,6 +34,12 @@ class ModelConfig:
     height: int = 720
     width: int = 1280
     num_frames: int = 600
+
+    def follow_frames(self, reference: ModelConfig, given: Collection[str]) -> ModelConfig:
+        """This config, moved from `reference` to another frame size and count (`strides.with_geometry`),
+        with its own fields that follow them changed in the reference's relation, except the fields
+        `given` explicitly (a setting's geometry). The base config has none."""
+        return self
 
 
 def config_from_dict(cls: type[ModelConfig], values: dict[str, Any], model: str = "") -> ModelConfig:

@@ -16,7 +16,9 @@ HNeRV's encoder. The blocks' widths are floor-divided (`width // 1.2`) and have 
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import torch
@@ -35,7 +37,7 @@ from tnerv.models.layers import (
     output_activation,
 )
 from tnerv.models.registry import register_model
-from tnerv.models.strides import config_geometry, resolve_strides, split_into_strides
+from tnerv.models.strides import MAX_STRIDE, config_geometry, resolve_strides, split_into_strides
 
 
 ENCODER_STYLES = ("dnerv", "hnerv")
@@ -75,6 +77,11 @@ class DNeRVConfig(ModelConfig):
     activation: str = "gelu"
     output_activation: str = "sigmoid"
 
+    def follow_frames(self, reference: ModelConfig, given: Collection[str]) -> DNeRVConfig:
+        """The difference embedding keeps its relation to the frame size (`_keep_difference_scale`) unless
+        the fusion point is given."""
+        return self if "fusion_block" in given else _keep_difference_scale(self, reference)
+
 
 def diff_geometry(
     config: DNeRVConfig, strides: tuple[int, ...], latent: tuple[int, int]
@@ -103,13 +110,46 @@ def diff_geometry(
     raise TnervError(f"DNeRV: no difference encoder reaches {dh}x{dw} from {c.height}x{c.width} with strides <= 5")
 
 
+def _keep_difference_scale(config: ModelConfig, reference: ModelConfig) -> ModelConfig:
+    """The fusion block and difference-decoder stride whose difference embedding has the
+    height ratio to the frame closest to the reference's (ties: the reference's fusion block). The
+    stride goes up to MAX_STRIDE, as the content blocks': with 4 at most, a frame whose content stream
+    is 45x80 after its first block (90x160) could only get a difference embedding of 45x80, half the
+    frame's height instead of a 16th, 25 times the parameters per frame."""
+    ref_strides, ref_latent = config_geometry(reference)
+    target = diff_geometry(reference, ref_strides, ref_latent)[1][0] / reference.height
+    strides, latent = config_geometry(config)
+    best = None
+    for fusion in range(len(strides)):
+        for stride in range(MAX_STRIDE, 0, -1):
+            candidate = dataclasses.replace(config, fusion_block=fusion, diff_decoder_stride=stride)
+            try:
+                dh = diff_geometry(candidate, strides, latent)[1][0]
+            except TnervError:
+                continue
+            score = (abs(math.log(dh / config.height / target)), abs(fusion - reference.fusion_block), -stride)
+            if best is None or score < best[0]:
+                best = (score, candidate)
+    return best[1] if best else config
+
+
 @register_model
 class DNeRV(EncodedEmbeddings, VideoINR):
     """Frame in (while encoding; its neighbours too), frame out."""
 
     name = "dnerv"
     card = ModelCard(
-        label="DNeRV", colour="#ff7f0e", marker="P", reference_preset="dnerv-3.0m-960p", content_aware=True
+        label="DNeRV", colour="#ff7f0e", marker="P", reference_preset="dnerv-3.0m-960p", content_aware=True,
+        # Where the difference stream joins the content stream. Setting 2 (C.3): HNeRV's 2x4 embedding and a
+        # 2x10x20 difference embedding, joining after the second content block. At 1080p (inferred): the
+        # difference embedding stays 2x45x80 as at 720p, joining at 135x240.
+        settings={
+            "setting1": {"fusion_block": 2, "diff_decoder_stride": 4},
+            "setting2": {"strides": (5, 4, 4, 3, 2), "fusion_block": 1, "diff_decoder_stride": 4},
+            "davis": {"fusion_block": 1, "diff_decoder_stride": 3},
+            "mcl-jcv": {"fusion_block": 2, "diff_decoder_stride": 4},
+            "uvg-1080p": {"fusion_block": 1, "diff_decoder_stride": 3},
+        },
     )
     config_class = DNeRVConfig
     needs_frames = True

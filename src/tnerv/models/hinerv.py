@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import torch
@@ -34,7 +35,7 @@ from tnerv.models.layers import (
 )
 from tnerv.models.registry import register_model
 from tnerv.models.scaling import scale_width
-from tnerv.models.strides import resolve_strides
+from tnerv.models.strides import resolve_strides, scale_grid_resolutions
 
 
 @dataclass
@@ -63,6 +64,13 @@ class HiNeRVConfig(ModelConfig):
     grid_init_scale: float = 1e-3
     patch_size: tuple[int, int] = (120, 120)  # training patches (rows, columns); (0, 0): whole frames
 
+    def follow_frames(self, reference: ModelConfig, given: Collection[str]) -> HiNeRVConfig:
+        """The base grid's slices follow the frame count as temporal grids do; training patches are a
+        setting's to give (its official geometries), else whole frames."""
+        frames = scale_grid_resolutions((reference.grid_frames,), self.num_frames, reference.num_frames)[0]
+        patches = self.patch_size if "patch_size" in given else (0, 0)
+        return dataclasses.replace(self, grid_frames=frames, patch_size=patches)
+
 
 def _level_size(base: int, scale: float, level: int) -> int:
     """A grid level's size as the official code computes it, int(base / scale^level), but at least 1:
@@ -70,12 +78,24 @@ def _level_size(base: int, scale: float, level: int) -> int:
     return max(1, int(base / scale**level))
 
 
+_BUNNY_GEOMETRY = {"strides": (5, 2, 2, 2), "patch_size": (80, 80)}
+_UVG_GEOMETRY = {"strides": (5, 3, 2, 2), "patch_size": (120, 120)}
+
+
 @register_model
 class HiNeRV(VideoINR):
     """Frame index in, frame out; trained on patches of the frame (`patch_size`)."""
 
     name = "hinerv"
-    card = ModelCard(label="HiNeRV", colour="#bcbd22", marker="<", reference_preset="hinerv-3.2m-1080p")
+    card = ModelCard(
+        label="HiNeRV", colour="#bcbd22", marker="<", reference_preset="hinerv-3.2m-1080p",
+        # Its official geometries: Bunny's at 720p (80x80 patches), UVG's at 1080p (120x120 patches); at
+        # 1920x960 the same strides give a 16x32 base.
+        settings={
+            "setting1": _BUNNY_GEOMETRY, "mcl-jcv": _BUNNY_GEOMETRY,
+            "setting2": _UVG_GEOMETRY, "davis": _UVG_GEOMETRY, "uvg-1080p": _UVG_GEOMETRY,
+        },
+    )
     config_class = HiNeRVConfig
     component_prefixes = {"grids": ("base_grid.", "local_grids.")}
     # The official recipe (cfgs/train/hinerv_1920x1080.txt, main stage): 0.7 L1 + 0.3 (1 - MS-SSIM 5x5), Adam,

@@ -86,7 +86,8 @@ class HNeRV(EncodedEmbeddings, VideoINR):
 
     name = "hnerv"
     card = ModelCard(
-        label="HNeRV", colour="#1f77b4", marker="s", reference_preset="hnerv-3.0m-960p", content_aware=True
+        label="HNeRV", colour="#1f77b4", marker="s", reference_preset="hnerv-3.0m-960p", content_aware=True,
+        settings={"setting2": {"strides": (5, 4, 4, 3, 2)}},  # its own 2x4 embedding in its own setting (C.3)
     )
     config_class = HNeRVConfig
     needs_frames = True

@@ -1,6 +1,6 @@
 """The paper's evaluation settings as data (supplementary Appendix C): each setting's frame size, frame
-count and size budget, the geometry each model takes in it, and the published configs a setting names.
-A model's config in a setting follows from these by the size rule (`tnerv.models.budget.setting_config`)."""
+count and size budget, and the geometry every model takes in it. Where a model departs from a setting's common geometry, its card says
+so (`ModelCard.settings`). A model's config in a setting follows from these by the size rule (`tnerv.models.budget.setting_config`)."""
 
 from __future__ import annotations
 
@@ -39,45 +39,16 @@ SETTINGS = {
     )
 }
 
-# The geometry of each setting: strides (and for DNeRV where its difference stream joins). 16:9 frames
-# keep the 720p latent's 9x16 (C.2: strides 5,2,2,2,2 at 720p, 5,3,2,2,2 at 1080p as T-NeRV's Tab. 8);
-# 2:1 frames get an 8x16 latent with strides 5,3,2,2,2 (C.3), except HNeRV and DNeRV, which keep their
-# own 2x4 embedding with strides 5,4,4,3,2 in their own setting.
+# The geometry every model takes in a setting unless its card says otherwise (`ModelCard.settings`):
+# 16:9 frames keep the 720p latent's 9x16 (C.2: strides 5,2,2,2,2 at 720p, 5,3,2,2,2 at 1080p as
+# T-NeRV's Tab. 8); 2:1 frames get an 8x16 latent with strides 5,3,2,2,2 (C.3).
 _STRIDES_16_9 = {720: (5, 2, 2, 2, 2), 1080: (5, 3, 2, 2, 2)}
-_GEOMETRY: dict[str, dict[str, dict[str, Any]]] = {
-    # T-NeRV's published Tab. 6 config, as it is.
-    "setting1": {
-        "*": {"strides": _STRIDES_16_9[720]},
-        "dnerv": {"fusion_block": 2, "diff_decoder_stride": 4},
-        "tnerv": {"preset": "tnerv-12.4m-720p"},
-        "hinerv": {"strides": (5, 2, 2, 2), "patch_size": (80, 80)},  # its official Bunny 720p geometry
-    },
-    "setting2": {
-        "*": {"strides": (5, 3, 2, 2, 2)},
-        "hnerv": {"strides": (5, 4, 4, 3, 2)},
-        # C.3: difference embedding 2x10x20, the content unit after the second block.
-        "dnerv": {"strides": (5, 4, 4, 3, 2), "fusion_block": 1, "diff_decoder_stride": 4},
-        "tnerv": {"preset": "tnerv-3.0m-960p"},
-        "hinerv": {"strides": (5, 3, 2, 2), "patch_size": (120, 120)},  # 16x32 base, its 1080p patches
-    },
-    # Inferred for 1080p: DNeRV's difference embedding stays 2x45x80 (as at 720p), joining at 135x240.
-    "davis": {
-        "*": {"strides": _STRIDES_16_9[1080]},
-        "dnerv": {"fusion_block": 1, "diff_decoder_stride": 3},
-        "hinerv": {"strides": (5, 3, 2, 2), "patch_size": (120, 120)},  # HiNeRV's official UVG geometry
-    },
-    "mcl-jcv": {
-        "*": {"strides": _STRIDES_16_9[720]},
-        "dnerv": {"fusion_block": 2, "diff_decoder_stride": 4},
-        "hinerv": {"strides": (5, 2, 2, 2), "patch_size": (80, 80)},
-    },
-    # Compression at 1080p (as DAVIS's geometry); T-NeRV uses its published 9.3M config (Tab. 8).
-    "uvg-1080p": {
-        "*": {"strides": _STRIDES_16_9[1080]},
-        "dnerv": {"fusion_block": 1, "diff_decoder_stride": 3},
-        "tnerv": {"preset": "tnerv-9.3m-1080p"},
-        "hinerv": {"strides": (5, 3, 2, 2), "patch_size": (120, 120)},
-    },
+_COMMON_GEOMETRY: dict[str, dict[str, Any]] = {
+    "setting1": {"strides": _STRIDES_16_9[720]},
+    "setting2": {"strides": (5, 3, 2, 2, 2)},
+    "davis": {"strides": _STRIDES_16_9[1080]},
+    "mcl-jcv": {"strides": _STRIDES_16_9[720]},
+    "uvg-1080p": {"strides": _STRIDES_16_9[1080]},
 }
 
 
@@ -93,6 +64,6 @@ def setting_reference(model: str, setting: str) -> tuple[ModelConfig, dict[str, 
     it, a published config, else the reference preset on the model's card), the setting's geometry for
     the model, and the name of the preset the setting names, if any."""
     card = model_class(model).card
-    overrides = {**_GEOMETRY[setting]["*"], **_GEOMETRY[setting].get(model, {})}
+    overrides = {**_COMMON_GEOMETRY[setting], **card.settings.get(setting, {})}
     named = overrides.pop("preset", None)
     return load_preset(named or card.reference_preset).config(), overrides, named

@@ -111,8 +111,8 @@ def with_geometry(
     spatial shape (9x16 for 16:9, HNeRV's 2x4 for 2:1) with as many blocks, the strides taking up
     the difference (144x256 from 9x16: 2,2,2,2,1), or the shape nearest to it that the frame size
     allows; explicit `geometry` (a setting's strides, DNeRV's fusion point) wins. Temporal grids
-    follow the frame count (`scale_grid_resolutions`); DNeRV's difference embedding keeps its
-    relation to the frame size as closely as the content stream's resolutions allow."""
+    follow the frame count (`scale_grid_resolutions`), and a model's own fields that follow the frame
+    size or count follow them as its config says (`ModelConfig.follow_frames`)."""
     geometry = dict(geometry or {})
     ref_strides, (ref_h, _) = config_geometry(reference)
     changes: dict[str, Any] = {"height": height, "width": width, "num_frames": num_frames}
@@ -124,36 +124,4 @@ def with_geometry(
         changes["grid_resolutions"] = scale_grid_resolutions(
             reference.grid_resolutions, num_frames, reference.num_frames
         )
-    if hasattr(reference, "grid_frames"):  # HiNeRV's base grid
-        changes["grid_frames"] = scale_grid_resolutions((reference.grid_frames,), num_frames, reference.num_frames)[0]
-    if hasattr(reference, "patch_size") and "patch_size" not in geometry:
-        changes["patch_size"] = (0, 0)  # training patches are the geometry's to give; else whole frames
-    config = dataclasses.replace(reference, **changes)
-    if hasattr(reference, "fusion_block") and "fusion_block" not in geometry:
-        config = _keep_difference_scale(config, reference)
-    return config
-
-
-def _keep_difference_scale(config: ModelConfig, reference: ModelConfig) -> ModelConfig:
-    """DNeRV: the fusion block and difference-decoder stride whose difference embedding has the
-    height ratio to the frame closest to the reference's (ties: the reference's fusion block). The
-    stride goes up to MAX_STRIDE, as the content blocks': with 4 at most, a frame whose content stream
-    is 45x80 after its first block (90x160) could only get a difference embedding of 45x80, half the
-    frame's height instead of a 16th, 25 times the parameters per frame."""
-    from tnerv.models.dnerv import diff_geometry
-
-    ref_strides, ref_latent = config_geometry(reference)
-    target = diff_geometry(reference, ref_strides, ref_latent)[1][0] / reference.height
-    strides, latent = config_geometry(config)
-    best = None
-    for fusion in range(len(strides)):
-        for stride in range(MAX_STRIDE, 0, -1):
-            candidate = dataclasses.replace(config, fusion_block=fusion, diff_decoder_stride=stride)
-            try:
-                dh = diff_geometry(candidate, strides, latent)[1][0]
-            except TnervError:
-                continue
-            score = (abs(math.log(dh / config.height / target)), abs(fusion - reference.fusion_block), -stride)
-            if best is None or score < best[0]:
-                best = (score, candidate)
-    return best[1] if best else config
+    return dataclasses.replace(reference, **changes).follow_frames(reference, geometry)

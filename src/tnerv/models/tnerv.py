@@ -211,7 +211,15 @@ class TNeRV(EncodedEmbeddings, FlowGuidedOutput, VideoINR):
     the flow-guided output, its training buffer and range decoding come from FlowGuidedOutput."""
 
     name = "tnerv"
-    card = ModelCard(label="T-NeRV", colour="#d62728", marker="o", reference_preset="tnerv-12.4m-720p")
+    card = ModelCard(
+        label="T-NeRV", colour="#d62728", marker="o", reference_preset="tnerv-12.4m-720p",
+        # The paper's published configs (supplementary Tab. 6, 7, 8), used as they are in their settings.
+        settings={
+            "setting1": {"preset": "tnerv-12.4m-720p"},
+            "setting2": {"preset": "tnerv-3.0m-960p"},
+            "uvg-1080p": {"preset": "tnerv-9.3m-1080p"},
+        },
+    )
     config_class = TNeRVConfig
     needs_frames = True
     # "encoder" first: "embeddings_fresh" is a training-side flag, "embeddings" is transmitted.
