@@ -24,7 +24,17 @@ from tnerv.models import VideoINR, config_to_dict, create_model, load_preset, mo
 from tnerv.models.budget import DEFAULT_MODEL, config_for_video, describe
 from tnerv.models.counting import transmitted_size
 from tnerv.parallel import is_main_process
-from tnerv.train import CHECKPOINT, METRICS_LOG, TrainConfig, VideoFrames, evaluate, fit, pick_device, seed_everything
+from tnerv.train import (
+    CHECKPOINT,
+    METRICS_LOG,
+    TrainConfig,
+    VideoFrames,
+    choose_training_path,
+    evaluate,
+    fit,
+    pick_device,
+    seed_everything,
+)
 from tnerv.video import Padding, read_video, resize_and_crop, to_uint8, write_frames
 
 RUN_FILE = "run.json"
@@ -188,6 +198,9 @@ def fit_run(
         check_trainable(name, transmitted_size(name, model_config)["total"])
         seed_everything(config.seed)  # the initial weights depend on the seed too
         net = build_model(run)  # before run.json is written: a config that cannot build leaves nothing
+        # A fast path's trial, once: run.json keeps the path it chose, so that a resume trains on it.
+        config, run["fast_path_check"] = choose_training_path(net, frames, config)
+        run["train_config"] = config.to_dict()
         if main:
             _start_run_dir(out, overwrite)
             write_json_atomic(run, out / RUN_FILE)

@@ -138,8 +138,10 @@ def _add_training_args(p: argparse.ArgumentParser, overwrite_help: str, resume_h
     )
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, ...")
     p.add_argument(
-        "--precision", choices=["fp32", "bf16", "fp64"],
-        help="bf16: autocast, fast where the hardware has bf16 (GPU, AVX-512-BF16, AMX); fp64: slow, for exact checks",
+        "--precision", choices=["fp32", "bf16", "fp64", "auto"],
+        help="bf16: autocast, fast where the hardware has bf16 (GPU, AVX-512-BF16, AMX); fp64: slow, for exact checks; "
+        "auto: bf16 (where native) or NNPACK (CPU) if a short trial fit ends within 0.1 dB of fp32's, else fp32 "
+        "(bf16 and the flags below are tried too, and warned about if they fail; the trials go in run.json)",
     )
     p.add_argument("--channels-last", action="store_true", help="NHWC convolutions: same arithmetic, usually faster")
     p.add_argument(

@@ -166,13 +166,18 @@ class VideoINR(nn.Module):
         super().__init__()
         self.config = config
 
-    def fresh_copy(self) -> VideoINR:
+    def fresh_copy(self, num_frames: int | None = None) -> VideoINR:
         """A new, untrained model built as this one was (same class and arguments; a wrapped model is
-        rebuilt first, as it was): its construction draws the same random numbers this one's did."""
+        rebuilt first, as it was): its construction draws the same random numbers this one's did. With
+        `num_frames`, its config is for that many frames instead (a short trial on a few frames)."""
         args, kwargs = self.__dict__["_built_with"]
 
         def rebuilt(value: Any) -> Any:
-            return value.fresh_copy() if isinstance(value, VideoINR) else value
+            if isinstance(value, VideoINR):
+                return value.fresh_copy(num_frames)
+            if num_frames is not None and isinstance(value, ModelConfig):
+                return dataclasses.replace(value, num_frames=num_frames)
+            return value
 
         return type(self)(*map(rebuilt, args), **{k: rebuilt(v) for k, v in kwargs.items()})
 
