@@ -182,6 +182,14 @@ def test_the_installed_command_reports_errors_without_a_traceback(tmp_path):
     assert proc.stderr.startswith("tnerv: error:") and "Traceback" not in proc.stderr
 
 
+
+def test_a_reader_that_stops_early_is_no_error():
+    # `tnerv models | head -1`: the pipe closes before tnerv has written its table.
+    proc = subprocess.Popen([sys.executable, "-m", "tnerv.cli", "models"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait() == 0 and err == ""
+
 def test_demo_encodes_and_decodes_the_sample(capsys, tmp_path):
     code, out, _ = run_cli(capsys, "demo", "--epochs", "1", "--frames", "4", "--out", str(tmp_path / "demo"), "--quiet", "--json")
     report = json.loads(out)

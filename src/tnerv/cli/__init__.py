@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 from tnerv.cli.parser import build_parser
@@ -38,6 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     except TnervError as exc:
         message = " ".join(str(exc).split())  # one line, whatever the message quotes
         print(f"tnerv: error: {message}", file=sys.stderr)
+    except BrokenPipeError:  # the reader stopped early (`tnerv models | head`): not an error of tnerv's
+        # Python flushes stdout again at exit, into the closed pipe; point it at /dev/null first.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except OSError as exc:  # unwritable output, full disk, ...
         where = f": {exc.filename}" if exc.filename else ""
         print(f"tnerv: error: {exc.strerror or exc}{where}", file=sys.stderr)
