@@ -1,7 +1,7 @@
 """Parity with the official code: each reference-exact preset (`<model>-ref-cpu`) fitted on the first 64
 frames of the bikes sample, next to the official implementation's figures for the same config.
 
-    python benchmarks/parity.py                        # NeRV, HNeRV, FFNeRV, E-NeRV, DNeRV, seeds 1 2 3: 60 epochs each
+    python benchmarks/parity.py                        # NeRV, HNeRV, FFNeRV, E-NeRV, DNeRV, HiNeRV, seeds 1 2 3: 60 epochs each
     python benchmarks/parity.py --models hnerv --seeds 3 --restart-on-collapse 1
     python benchmarks/parity.py --epochs 2 --seeds 1   # a quick check that everything runs
 
@@ -50,7 +50,7 @@ OFFICIAL = {
     "hnerv": {"parameters": 359_278, "s_per_epoch": 4.63, "decode_fps": 63.3, "psnr": {1: 29.02, 2: 28.96, 3: 28.68}},
     "ffnerv": {"parameters": 345_109, "s_per_epoch": 6.59, "decode_fps": 49.2, "psnr": {1: 28.30, 2: 28.31, 3: 28.50}},
 }
-MODELS = ["nerv", "hnerv", "ffnerv", "enerv", "dnerv"]
+MODELS = ["nerv", "hnerv", "ffnerv", "enerv", "dnerv", "hinerv"]
 TOLERANCE_DB = 0.3  # a seed against the official code's same seed
 RESTART_TOLERANCE_DB = 0.5  # a fit restarted after a collapse against the official seeds that trained
 PAPER_EPOCHS = 60  # the official figures' epochs: a verdict is given only at these
