@@ -88,6 +88,7 @@ def test_a_run_directory_is_never_silently_replaced(capsys, tmp_path):
         (["decode", "OUT", "-o", "OUT2", "--batch-size", "-1"], "argument --batch-size"),
         (["fit", "BIKES", "--out", "OUT", "--lr", "nan"], "argument --lr: expected a number more than 0"),
         (["fit", "BIKES", "--out", "OUT", "--eval-every", "0"], "argument --eval-every"),
+        (["fit", "BIKES", *TINY_FIT, "--loss", "l3", "--out", "OUT"], "unknown loss 'l3'; available: l2, fusion, l1-ms-ssim5"),
         (["fit", "BIKES", "--out", "OUT", "--epochs", "many"], "argument --epochs: expected a whole number"),
         (["encode", "BIKES", "-o", "OUT", "--lambda", "-1"], "argument --lambda"),
         (["fit", "BIKES", *TINY_FIT, "--device", "bogus", "--out", "OUT"], "unknown device 'bogus'"),

@@ -128,7 +128,8 @@ def _add_training_args(p: argparse.ArgumentParser, overwrite_help: str, resume_h
     p.add_argument("--epochs", type=_positive_int)
     p.add_argument("--batch-size", type=_positive_int)
     p.add_argument("--lr", type=_positive_float)
-    p.add_argument("--loss", choices=["l2", "fusion"])
+    # Checked by the training config against tnerv.train.LOSSES (one home for the names; no torch import here).
+    p.add_argument("--loss", help="the training loss: fusion (0.7 L1 + 0.3 SSIM), l2, l1-ms-ssim5 (HiNeRV's)")
     p.add_argument("--eval-every", type=_positive_int, help="epochs between evaluations and checkpoints")
     p.add_argument("--seed", type=_count_from_zero)
     p.add_argument(
