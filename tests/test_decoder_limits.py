@@ -208,7 +208,7 @@ for path in paths:
 SIZES = ((128, 256), (192, 384), (256, 512))
 
 
-@pytest.mark.parametrize("model", ["nerv", "enerv", "cnerv", "ffnerv", "hnerv", "dnerv", "tnerv"])
+@pytest.mark.parametrize("model", ["nerv", "enerv", "cnerv", "ffnerv", "hnerv", "dnerv", "tnerv", "hinerv"])
 def test_the_memory_estimate_holds_the_measured_peak(model, tmp_path):
     """Decoding 8 frames in batches of 4 at three frame sizes, in a fresh process with the Makefile's
     glibc settings: the estimate is at least 1/1.5 and at most 2x of what the process grew by (its peak
