@@ -609,30 +609,35 @@ def training_path(config: TrainConfig) -> ExecutionPath:
     return ExecutionPath("bf16" if config.precision == "bf16" else "fp32", config.channels_last, config.nnpack)
 
 
-def check_training_path(
-    model: VideoINR, video: torch.Tensor, config: TrainConfig, path: ExecutionPath
-) -> dict[str, Any]:
-    """The trial of `path` for `model` on `video` with `config`'s recipe: both PSNRs, the fp32 trial's
-    PSNR after its first quarter, and whether the path passed; leaves the random generators as they were."""
-    frames = video[:TRIAL_FRAMES]
+def _trial_fit(model: VideoINR, frames: torch.Tensor, config: TrainConfig, path: ExecutionPath) -> FitResult:
+    """A trial fit of a fresh copy of `model` on `frames` on `path`, TRIAL_EPOCHS of `config`'s recipe from
+    the initial weights of its seed; leaves the random generators as they were, and prints nothing."""
     recipe = {**config.to_dict(), "epochs": TRIAL_EPOCHS, "eval_every": TRIAL_EPOCHS,
-              "checkpoint_every": TRIAL_EPOCHS, "restart_on_collapse": 0}
-    started, results = time.time(), {}
+              "checkpoint_every": TRIAL_EPOCHS, "restart_on_collapse": 0, "precision": path.precision,
+              "channels_last": path.channels_last, "nnpack": path.nnpack}
     # The trial fits' collapse lines and warnings are not the run's.
     with _rng_untouched(), contextlib.redirect_stderr(io.StringIO()), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for label, trial_path in (("fp32", FP32), ("fast", path)):
-            trial_config = TrainConfig.from_dict({**recipe, "precision": trial_path.precision,
-                                                  "channels_last": trial_path.channels_last, "nnpack": trial_path.nnpack})
-            seed_everything(config.seed)  # the same initial weights on both paths
-            results[label] = fit(model.fresh_copy(len(frames)), frames, trial_config, progress=False)
-    early = next(e["psnr"] for e in results["fp32"].history if e["epoch"] == collapse_check_epoch(TRIAL_EPOCHS))
-    fp32, fast = results["fp32"].report.psnr, results["fast"].report.psnr
-    judged = fp32 >= early + TRIAL_MIN_GAIN_DB
+        seed_everything(config.seed)  # the same initial weights on every path
+        return fit(model.fresh_copy(len(frames)), frames, TrainConfig.from_dict(recipe), progress=False)
+
+
+def check_training_path(
+    model: VideoINR, video: torch.Tensor, config: TrainConfig, path: ExecutionPath, fp32: FitResult | None = None
+) -> dict[str, Any]:
+    """The trial of `path` for `model` on `video` with `config`'s recipe: both PSNRs, the fp32 trial's
+    PSNR after its first quarter, and whether the path passed; leaves the random generators as they were.
+    `fp32`: the fp32 trial already fitted (`_trial_fit` on FP32), which several paths share."""
+    frames = video[:TRIAL_FRAMES]
+    started = time.time()
+    fp32 = fp32 or _trial_fit(model, frames, config, FP32)
+    fast = _trial_fit(model, frames, config, path).report.psnr
+    early = next(e["psnr"] for e in fp32.history if e["epoch"] == collapse_check_epoch(TRIAL_EPOCHS))
+    judged = fp32.report.psnr >= early + TRIAL_MIN_GAIN_DB
     return {
-        "path": path.describe(), "frames": len(frames), "epochs": TRIAL_EPOCHS, "psnr_fp32": fp32, "psnr_fast": fast,
-        "psnr_fp32_first_quarter": early, "judged": judged,
-        "passed": judged and fast >= fp32 - FAST_PATH_MARGIN_DB, "seconds": time.time() - started,
+        "path": path.describe(), "frames": len(frames), "epochs": TRIAL_EPOCHS, "psnr_fp32": fp32.report.psnr,
+        "psnr_fast": fast, "psnr_fp32_first_quarter": early, "judged": judged,
+        "passed": judged and fast >= fp32.report.psnr - FAST_PATH_MARGIN_DB, "seconds": time.time() - started,
     }
 
 
@@ -646,8 +651,9 @@ def choose_training_path(
     asked = training_path(config)
     if config.precision == "auto":
         trials, chosen = [], FP32
+        fp32 = _trial_fit(model, video[:TRIAL_FRAMES], config, FP32)  # one reference for every path tried
         for path in candidate_paths(pick_device(config.device), "auto")[:-1]:  # the fp32 reference left out
-            trials.append(check_training_path(model, video, config, path))
+            trials.append(check_training_path(model, video, config, path, fp32))
             if trials[-1]["passed"]:
                 chosen = path
                 break
