@@ -111,7 +111,8 @@ def ms_ssim_for_loss(pred: torch.Tensor, target: torch.Tensor, win_size: int) ->
     five scales where the short side exceeds (win_size - 1) * 16 px, as pytorch-msssim computes them,
     and fewer (or a smaller window) on smaller frames, as `ms_ssim` plans them."""
     _check_pair(pred, target)
-    with torch.autocast(pred.device.type, enabled=False):  # its variances cancel in bf16, as SSIM's (`ssim`)
+    # Outside autocast for the reason `ssim` gives: the same Gaussian convolutions compute its variances.
+    with torch.autocast(pred.device.type, enabled=False):
         return _planned_ms_ssim(pred, target, tuple(w for w in _WINDOWS if w <= win_size))[0]
 
 
