@@ -2,8 +2,9 @@
 
     python benchmarks/fuzz.py 10000 [--seed 0] [--timeout 20] [--kinds swap header-field ...]
 
-The mutants come from small real files (T-NeRV, HNeRV, FFNeRV and NeRV, written by tnerv's own
-encoder from untrained models on random frames). Two families:
+The mutants come from small real files (T-NeRV, HNeRV, FFNeRV, NeRV and HiNeRV, written by tnerv's own
+encoder from untrained models on random frames; HiNeRV's hold per-channel sections with pruning masks and
+float16 sections, bitstream version 3). Two families:
 - damage, as a disk, a download or a careless copy does it (checksums left as they are): truncation,
   bit flips, changed lengths, fills, garbage, deleted, duplicated, swapped or foreign sections,
   files that are not .tnrv at all;
@@ -56,9 +57,21 @@ from typing import Callable
 import numpy as np
 import torch
 
-from tnerv.codec.bitstream import _PREAMBLE, _SECTION, HEADER, HEADER_NAME, SECTION_OVERHEAD, frame_sections, section_checksum
+from tnerv.codec.bitstream import (
+    _PREAMBLE,
+    _SECTION,
+    CHANNEL_TENSOR,
+    HALF_TENSOR,
+    HEADER,
+    HEADER_NAME,
+    SECTION_OVERHEAD,
+    TENSOR,
+    frame_sections,
+    section_checksum,
+)
 from tnerv.codec.container import decoder_from_file, write_model_file
-from tnerv.codec.quantize import QuantizedTensor
+from tnerv.codec.entropy import decode_symbols
+from tnerv.codec.quantize import ChannelQuantized, HalfTensor, QuantizedTensor
 from tnerv.codec.settings import compression_settings
 from tnerv.compress import export_model
 from tnerv.decode import decode_frames, inspect_file
@@ -79,7 +92,7 @@ OUTCOMES = (
     "hang",
 )
 BAD = ("silent wrong decode", "over cap", "crash", "abort", "hang")
-SEED_MODELS = ("tnerv", "hnerv", "ffnerv", "nerv")
+SEED_MODELS = ("tnerv", "hnerv", "ffnerv", "nerv", "hinerv")
 FRAMES, HEIGHT, WIDTH, SIZE = 8, 32, 64, 12_000
 DECODED = 4  # frames decoded per mutant (a frame range, as `tnerv decode --frames 0:4`)
 MAX_MEMORY = 256 << 20  # the decoder's cap in the fuzzer: crafted sizes are refused, not allocated
@@ -157,6 +170,29 @@ def parts(data: bytes) -> tuple[dict, bytes, list[bytes]]:
     return json.loads(bodies[0]), bodies[0], bodies[1:]
 
 
+def kinds_of(data: bytes) -> list[int]:
+    """The kind of each tensor section of a valid file (2 per tensor, 3 per channel, 4 float16)."""
+    return [data[a] for a, _ in sections(data)[1:]]
+
+
+def channel_fields(body: bytes) -> dict:
+    """The fields of a per-channel section (kind 3), read from its bytes (docs/bitstream.md)."""
+    count, reduced, group, masked = struct.unpack_from("<IIIB", body)
+    pos = 13
+    scales = np.frombuffer(body[pos : pos + 2 * count], dtype="<f2")
+    pos += 2 * count
+    fields = {"count": count, "reduced": reduced, "group": group, "masked": masked, "scales": scales, "scales_at": 13}
+    if masked:
+        low, high, length = struct.unpack_from("<HHI", body, pos)
+        fields.update(mask_at=pos, mask_counts=np.array([low + 1, high + 1], dtype=np.uint32),
+                      mask_payload=body[pos + 8 : pos + 8 + length])
+        pos += 8 + length
+    qmin, entries = struct.unpack_from("<iI", body, pos)
+    fields.update(coded_at=pos, qmin=qmin, entries=entries,
+                  counts=np.frombuffer(body[pos + 8 : pos + 8 + 2 * entries], dtype="<u2").astype(np.uint32) + 1)
+    return fields
+
+
 def interesting_value(rng: random.Random):
     """A value a careless or hostile writer might put anywhere in a header."""
     return rng.choice([
@@ -195,8 +231,35 @@ def mutate_json(value, rng: random.Random, depth: int = 0):
     return interesting_value(rng)
 
 
-def mutate_section_field(body: bytes, rng: random.Random) -> bytes:
-    """A tensor section with its quantiser, symbol range or frequency table changed."""
+def mutate_section_field(body: bytes, kind: int, rng: random.Random) -> bytes:
+    """A tensor section with its quantiser, symbol range or frequency table changed (per channel: also its
+    scales, their tiling and its mask; float16: a value or its length)."""
+    if kind == HALF_TENSOR:
+        values = np.frombuffer(body, dtype="<f2").copy()
+        if rng.random() < 0.3 or not len(values):
+            return body[: rng.randrange(len(body) + 1)] if rng.random() < 0.5 else body + b"\0"
+        values[rng.randrange(len(values))] = rng.choice([np.inf, -np.inf, np.nan, 65504.0, 0.0])
+        return values.astype("<f2").tobytes()
+    if kind == CHANNEL_TENSOR:
+        f = channel_fields(body)
+        field = rng.choice(["count", "reduced", "group", "masked", "scale", "mask", "coded"])
+        if field in ("count", "reduced", "group", "masked"):
+            values = [f["count"], f["reduced"], f["group"], f["masked"]]
+            i = ["count", "reduced", "group", "masked"].index(field)
+            values[i] = rng.choice([0, 1, 2, values[i] + 1, max(values[i] - 1, 0), 255 if i == 3 else 2**32 - 1])
+            return struct.pack("<IIIB", *values) + body[13:]
+        if field == "scale" and f["count"]:
+            scales = f["scales"].copy()
+            scales[rng.randrange(len(scales))] = rng.choice([np.nan, np.inf, 0.0, -1.0, 65504.0, 6e-8])
+            return body[:13] + scales.astype("<f2").tobytes() + body[13 + 2 * len(scales) :]
+        if field == "mask" and f["masked"]:
+            at = f["mask_at"]
+            low, high, length = struct.unpack_from("<HHI", body, at)
+            choice = rng.choice([(0, 65535, length), (65535, 0, length), (low, high, length + 4), (low, high, 2**32 - 4),
+                                 (high, low, length)])
+            return body[:at] + struct.pack("<HHI", *choice) + body[at + 8 :]
+        at = f["coded_at"]
+        return body[:at] + mutate_section_field(struct.pack("<ff", 1.0, 0.0) + body[at:], TENSOR, rng)[8:]
     step, offset, qmin, entries = struct.unpack_from("<ffiI", body)
     table_end = 16 + 2 * entries
     field = rng.choice(["step", "offset", "qmin", "entries", "counts"])
@@ -217,8 +280,19 @@ def mutate_section_field(body: bytes, rng: random.Random) -> bytes:
     return struct.pack("<ffiI", step, offset, qmin, entries) + body[16:]
 
 
-def mutate_payload(body: bytes, rng: random.Random) -> bytes:
-    """A tensor section whose range-coded payload is cut, extended, emptied or replaced."""
+def mutate_payload(body: bytes, kind: int, rng: random.Random) -> bytes:
+    """A tensor section whose range-coded payload (per channel: or its mask's) is cut, extended, emptied or
+    replaced; a float16 section's values replaced by random bytes."""
+    if kind == HALF_TENSOR:
+        return rng.randbytes(len(body))
+    if kind == CHANNEL_TENSOR:
+        f = channel_fields(body)
+        if f["masked"] and rng.random() < 0.5:  # the mask's payload, its length field kept
+            at = f["mask_at"] + 8
+            end = at + len(f["mask_payload"])
+            return body[:at] + rng.randbytes(end - at) + body[end:]
+        at = f["coded_at"]
+        return body[:at] + mutate_payload(struct.pack("<ff", 1.0, 0.0) + body[at:], TENSOR, rng)[8:]
     _, _, _, entries = struct.unpack_from("<ffiI", body)
     head, payload = body[: 16 + 2 * entries], body[16 + 2 * entries :]
     choice = rng.choice(["cut", "extend", "empty", "random", "flip"])
@@ -242,26 +316,39 @@ def one_symbol_body(step: float, offset: float, qmin: int = 0) -> bytes:
     return struct.pack("<ffiI", step, offset, qmin, 1) + struct.pack("<H", 2**16 - 1)  # count 2^16, minus one
 
 
-def nonfinite_quantiser(bodies: list[bytes], rng: random.Random) -> list[bytes]:
-    """Sections whose values are not finite (a step or offset near float32's largest), or finite values
-    at a writer's bound (2^16 everywhere) that make the frames overflow."""
+def nonfinite_quantiser(bodies: list[bytes], kinds: list[int], rng: random.Random) -> tuple[list[bytes], list[int]]:
+    """Sections whose values are not finite (a step or offset near float32's largest, a float16 infinity), or
+    finite values at a writer's bound (2^16 everywhere, 65504 in float16) that make the frames overflow."""
     if rng.random() < 0.25:
-        return [one_symbol_body(2.0**16, 0.0, 1) for _ in bodies]
+        return [one_symbol_body(2.0**16, 0.0, 1) for _ in bodies], [TENSOR] * len(bodies)
     bodies = list(bodies)
     i = rng.randrange(len(bodies))
+    if kinds[i] == HALF_TENSOR:
+        values = np.full(len(bodies[i]) // 2, rng.choice([np.inf, -np.inf, np.nan]), dtype="<f2")
+        bodies[i] = values.tobytes()
+        return bodies, kinds
+    if kinds[i] == CHANNEL_TENSOR:  # float16's largest scale puts any symbol but 0 beyond the bound
+        f = channel_fields(bodies[i])
+        scales = np.full(f["count"], rng.choice([65504.0, np.inf, np.nan]), dtype="<f2")
+        bodies[i] = bodies[i][:13] + scales.tobytes() + bodies[i][13 + 2 * f["count"] :]
+        return bodies, kinds
     step, offset, qmin, entries = struct.unpack_from("<ffiI", bodies[i])
     if rng.random() < 0.5:
         step = rng.choice([3e38, 1e30, 1e20, 2.0**17])
     else:
         offset = rng.choice([3e38, -3e38, 1e30, 2.0**17])
     bodies[i] = struct.pack("<ffiI", step, offset, qmin, entries) + bodies[i][16:]
-    return bodies
+    return bodies, kinds
 
 
-def with_config(header: dict, bodies: list[bytes], changes: dict, video: dict | None = None) -> tuple[dict, list[bytes]]:
+def with_config(
+    header: dict, bodies: list[bytes], changes: dict, video: dict | None = None, kinds: list[int] | None = None
+) -> tuple[dict, list[bytes]]:
     """The header with its config changed (and its video), listing the tensors of the new config's
-    decoder: a tensor of unchanged shape keeps its section, every other gets a one-symbol table (no
-    payload): a small file that declares a large model. The header alone if the config does not build."""
+    decoder: a tensor of unchanged shape keeps its per-tensor section (`kinds`: every section's, default
+    all per-tensor), every other gets a per-tensor one-symbol table (no payload): a small file that
+    declares a large model, all of whose sections are per tensor. The header alone if the config does
+    not build."""
     model = header["model"]
     header = {**header, "video": {**header["video"], **(video or {})}}
     try:
@@ -269,7 +356,8 @@ def with_config(header: dict, bodies: list[bytes], changes: dict, video: dict | 
         shapes = transmitted_shapes(model, config)
     except (TnervError, ValueError, TypeError):
         return {**header, "config": {**header["config"], **changes}}, bodies
-    old = {e["name"]: (tuple(e["shape"]), body) for e, body in zip(header["tensors"], bodies)}
+    kinds = [TENSOR] * len(bodies) if kinds is None else kinds
+    old = {e["name"]: (tuple(e["shape"]), body) for e, body, k in zip(header["tensors"], bodies, kinds) if k == TENSOR}
     tensors, new_bodies = [], []
     for name, (shape, component) in shapes.items():
         tensors.append({"name": name, "shape": list(shape), "component": component})
@@ -292,22 +380,26 @@ def widened(config: dict, factor: int) -> dict:
     return {k: scale(v) for k, v in config.items() if any(t in k for t in ("dim", "channels", "hidden"))}
 
 
-def bomb(header: dict, bodies: list[bytes], kind: str, rng: random.Random) -> tuple[dict, list[bytes]]:
+def bomb(
+    header: dict, bodies: list[bytes], kinds: list[int], kind: str, rng: random.Random
+) -> tuple[dict, list[bytes]]:
     """A table bomb (widths up to 300x), a frame bomb (frames 4x-16x larger, or 4096x8192) or a header
-    declaring more work per output pixel (a model frame larger than the video, many more frames)."""
+    declaring more work per output pixel (a model frame larger than the video, many more frames); its
+    sections are all per tensor (`with_config`)."""
     config, video = header["config"], header["video"]
     if kind == "table-bomb":
-        return with_config(header, bodies, widened(config, rng.choice([8, 30, 100, 300])))
+        return with_config(header, bodies, widened(config, rng.choice([8, 30, 100, 300])), kinds=kinds)
     if kind == "frame-bomb":
         k = rng.choice([2, 4, 128])  # 128: 32x64 -> 4096x8192
         size = {"height": config["height"] * k, "width": config["width"] * k}
-        return with_config(header, bodies, size, {"height": video["height"] * k, "width": video["width"] * k})
+        return with_config(header, bodies, size, {"height": video["height"] * k, "width": video["width"] * k}, kinds)
     roll = rng.random()
     if roll < 0.5:  # the model's frame larger than the video it is cropped to
         k = rng.choice([2, 3, 4, 16])
-        return with_config(header, bodies, {"height": config["height"] * k, "width": config["width"] * k})
+        return with_config(header, bodies, {"height": config["height"] * k, "width": config["width"] * k}, kinds=kinds)
     k = rng.choice([10, 1000, 100_000])
-    return with_config(header, bodies, {"num_frames": config["num_frames"] * k}, {"num_frames": video["num_frames"] * k})
+    frames = {"num_frames": config["num_frames"] * k}
+    return with_config(header, bodies, frames, {"num_frames": video["num_frames"] * k}, kinds)
 
 
 def mutant(seed: Seed, foreign: bytes, kind: str, rng: random.Random) -> bytes:
@@ -350,31 +442,35 @@ def mutant(seed: Seed, foreign: bytes, kind: str, rng: random.Random) -> bytes:
         return rng.choice([b"", rng.randbytes(rng.randint(1, 4096)), b"TNRV" + rng.randbytes(64),
                            "hello, this is text\n".encode() * 20, data[:10]])
     header, header_body, bodies = parts(data)
+    kinds = kinds_of(data)
     if kind == "header-field":
         header = mutate_json(header, rng)
     elif kind == "tensor-shape":
         entry = rng.choice(header["tensors"])
-        entry["shape"] = rng.choice([[10**9, 10**9], [2**31, 2**31, 4], entry["shape"][::-1], entry["shape"] + [1],
-                                     entry["shape"][1:], [0], [-1] + entry["shape"][1:], []])
+        shapes = [[10**9, 10**9], [2**31, 2**31, 4], entry["shape"][::-1], entry["shape"] + [1], entry["shape"][1:], [0],
+                  [-1] + entry["shape"][1:], []]
+        entry["shape"] = rng.choice([s for s in shapes if s != entry["shape"]])  # a change (a bias reversed is none)
     elif kind == "section-field":
         i = rng.randrange(len(bodies))
-        bodies[i] = mutate_section_field(bodies[i], rng)
+        bodies[i] = mutate_section_field(bodies[i], kinds[i], rng)
     elif kind == "payload":
         i = rng.randrange(len(bodies))
-        bodies[i] = mutate_payload(bodies[i], rng)
+        bodies[i] = mutate_payload(bodies[i], kinds[i], rng)
     elif kind == "crafted-swap":
         i, j = rng.sample(range(len(bodies)), 2)
         bodies[i], bodies[j] = bodies[j], bodies[i]
+        kinds[i], kinds[j] = kinds[j], kinds[i]
     elif kind == "nonfinite-step":
-        bodies = nonfinite_quantiser(bodies, rng)
+        bodies, kinds = nonfinite_quantiser(bodies, kinds, rng)
     elif kind in ("table-bomb", "frame-bomb", "work-header"):
-        header, bodies = bomb(header, bodies, kind, rng)
+        header, bodies = bomb(header, bodies, kinds, kind, rng)
+        kinds = [TENSOR] * len(bodies)
     if kind == "header-json":
         bad = rng.choice([b"", b"{", b"[]", b"null", b'{"tensors": 5}', rng.randbytes(64), b"[" * 100000])
         return _with_header_body(data, bad)
     header_body = json.dumps(header, separators=(",", ":")).encode()  # as the writer writes it
     try:
-        return frame_sections(header, header_body, bodies)
+        return frame_sections(header, header_body, bodies, kinds)
     except (AttributeError, KeyError, TypeError, ValueError):  # a tensor list that lost its names
         return _with_header_body(data, header_body)
 
@@ -424,8 +520,8 @@ def valid_file_problem(path: Path, frames: torch.Tensor) -> str | None:
     data = path.read_bytes()
     try:
         header, _, bodies = parts(data)
-        for entry, body in zip(header["tensors"], bodies):
-            problem = quantiser_problem(body)
+        for entry, body, kind in zip(header["tensors"], bodies, kinds_of(data)):
+            problem = quantiser_problem(body, kind)
             if problem:
                 return f"tensor {entry['name']!r}: {problem}"
         if not bool(torch.isfinite(frames).all()):
@@ -442,8 +538,22 @@ def valid_file_problem(path: Path, frames: torch.Tensor) -> str | None:
 WRITER_MIN_STEP, WRITER_MAX_VALUE, WRITER_MAX_SYMBOL = 2.0**-64, 2.0**16, 2**24
 
 
-def quantiser_problem(body: bytes) -> str | None:
-    """Why a tensor section's quantiser is outside every writer's range, or None."""
+def quantiser_problem(body: bytes, kind: int = TENSOR) -> str | None:
+    """Why a tensor section's quantiser (or float16 values) is outside every writer's range, or None."""
+    if kind == HALF_TENSOR:
+        values = np.frombuffer(body, dtype="<f2")
+        return None if np.isfinite(values).all() else "a float16 value is not finite"
+    if kind == CHANNEL_TENSOR:
+        f = channel_fields(body)
+        scales = f["scales"].astype(np.float64)
+        qmin, qmax = f["qmin"], f["qmin"] + f["entries"] - 1
+        if not (len(scales) and np.isfinite(scales).all() and (scales > 0).all()):
+            return "a scale is not finite and positive"
+        if qmin < -WRITER_MAX_SYMBOL or qmax > WRITER_MAX_SYMBOL:
+            return f"symbols {qmin}..{qmax}"
+        if max(abs(qmin), abs(qmax)) * scales.max() > WRITER_MAX_VALUE:
+            return f"values beyond 2^16 (scales up to {scales.max():g}, symbols {qmin}..{qmax})"
+        return None
     step, offset, qmin, entries = struct.unpack_from("<ffiI", body)
     qmax = qmin + entries - 1
     if not (math.isfinite(step) and math.isfinite(offset) and WRITER_MIN_STEP <= step <= WRITER_MAX_VALUE):
@@ -461,13 +571,30 @@ def rewritten(path: Path, header: dict, bodies: list[bytes], folder: Path) -> by
     decoder, _ = decoder_from_file(path, "cpu", MAX_MEMORY, DECODED)
     state = decoder.transmitted_state()
     quantized, tables, components = {}, {}, {}
-    for entry, body in zip(header["tensors"], bodies):
+    for entry, body, kind in zip(header["tensors"], bodies, kinds_of(path.read_bytes())):
         name = entry["name"]
+        components[name] = entry["component"]
+        if kind == HALF_TENSOR:
+            quantized[name] = HalfTensor(state[name].half())
+            continue
+        if kind == CHANNEL_TENSOR:  # the file's scales and mask; symbols from the decoded values
+            f = channel_fields(body)
+            value = state[name].float().reshape(-1, f["reduced"], f["group"])
+            scales = torch.from_numpy(f["scales"].astype(np.float16))
+            symbols = torch.round(value / scales.float().reshape(-1, 1, f["group"])).long().reshape(state[name].shape)
+            mask = None
+            if f["masked"]:
+                bits = decode_symbols(f["mask_payload"], 0, f["mask_counts"], symbols.numel())
+                mask = torch.from_numpy(bits.astype(bool)).reshape(symbols.shape)
+                symbols = symbols * mask
+            quantized[name] = ChannelQuantized(symbols, scales, f["reduced"], f["group"], mask)
+            tables[name] = (f["qmin"], f["counts"])
+            continue
         step, offset, qmin, entries = struct.unpack_from("<ffiI", body)
         counts = np.frombuffer(body[16 : 16 + 2 * entries], dtype="<u2").astype(np.uint32) + 1
         symbols = torch.round((state[name].float() + offset) / step).long()
         quantized[name] = QuantizedTensor(symbols, step, offset)
-        tables[name], components[name] = (qmin, counts), entry["component"]
+        tables[name] = (qmin, counts)
     model = header["model"]
     config = config_to_dict(make_config(model, header["config"]))
     extra = {k: v for k, v in header.items() if k not in ("tnerv_version", "model", "config", "video", "tensors")}

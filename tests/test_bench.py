@@ -111,7 +111,7 @@ def test_compression_bench_measures_real_files_and_anchors(tmp_path):
     bench_run(
         "compression", tmp_path, ["tnerv", "hnerv", "x265"], lines, lambdas=(0.1,), size_factors=(1.0,), crfs=(27, 37, 45)
     ).run()
-    assert [line for line in lines if line.endswith("running")] == ["[5/5] bikes x265 (veryslow) crf=45: running"]
+    assert [line for line in lines if line.endswith("running")] == ["[5/5] bikes x265 (veryslow, no B-frames) crf=45: running"]
 
 
 def test_a_size_no_model_reaches_fails_before_anything_runs(tmp_path):

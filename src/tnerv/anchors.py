@@ -50,15 +50,27 @@ class _Codec:
     crf_range: tuple[int, int]
     default_preset: str
     options: dict[str, str]
+    structure: str  # the prediction structure `options` sets, as a table names it
+
 
 
 _CODECS: dict[str, _Codec] = {
     # log-level=error: x265 prints its settings straight to stderr otherwise.
-    "x265": _Codec("libx265", "hevc", ".hevc", (0, 51), "veryslow", {"x265-params": "bframes=0:log-level=error"}),
-    "x264": _Codec("libx264", "h264", ".h264", (0, 51), "veryslow", {"bf": "0"}),
+    "x265": _Codec("libx265", "hevc", ".hevc", (0, 51), "veryslow", {"x265-params": "bframes=0:log-level=error"},
+                   "no B-frames"),
+    "x264": _Codec("libx264", "h264", ".h264", (0, 51), "veryslow", {"bf": "0"}, "no B-frames"),
     # FFmpeg's libsvtav1 takes crf 1..63 (0 would mean "unset" and fall back to SVT's default).
-    "av1": _Codec("libsvtav1", "obu", ".obu", (1, 63), "8", {"svtav1-params": "pred-struct=1"}),
+    "av1": _Codec("libsvtav1", "obu", ".obu", (1, 63), "8", {"svtav1-params": "pred-struct=1"}, "low delay"),
 }
+
+
+def anchor_label(codec: str, preset: str | None = None) -> str:
+    """How tables and figures name an anchor: its codec, preset and prediction structure, e.g. "x265
+    (veryslow, no B-frames)"; `preset` defaults to the codec's."""
+    spec = _CODECS[codec]
+    name = {"x265": "x265", "x264": "x264", "av1": "SVT-AV1"}[codec]
+    preset = preset or spec.default_preset
+    return f"{name} ({'preset ' + preset if preset.isdigit() else preset}, {spec.structure})"
 
 ANCHOR_CODECS: dict[str, str] = {name: c.encoder for name, c in _CODECS.items()}
 DEFAULT_CRFS = (22, 27, 32, 37)

@@ -14,7 +14,6 @@ import torch
 from tnerv.codec.bitstream import read_file
 from tnerv.codec.container import decoder_from_file, write_model_file
 from tnerv.codec.settings import (
-    PHASE_START,
     POST_TRAINING,
     CompressionSettings,
     PostTrainingSettings,
@@ -134,7 +133,7 @@ def encode_video(
     model: str | None = None,
     preset: str | None = None,
     lam: float | None = None,
-    phase_start: float = PHASE_START,
+    phase_start: float | None = None,
     init_bits: int = 8,
     prune: float | None = None,
     model_overrides: dict[str, Any] | None = None,

@@ -314,7 +314,7 @@ def inspect_file(path: str | Path) -> dict[str, Any]:
     for entry, section in zip(header["tensors"], sections):
         section_bytes = section.size_in_file
         by_component[entry["component"]] = by_component.get(entry["component"], 0) + section_bytes
-        tensors.append({**entry, "bytes": section_bytes, "payload_bytes": len(section.payload), "step": section.step})
+        tensors.append({**entry, "bytes": section_bytes, **section.summary()})
     by_component["other"] = size - sum(by_component.values())
     v = header["video"]
     return {

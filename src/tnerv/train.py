@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
+import itertools
 import json
 import math
 import os
@@ -27,7 +28,7 @@ from tqdm.auto import tqdm
 from tnerv.errors import TnervError
 from tnerv.files import write_with
 from tnerv.metrics import QualityReport, ms_ssim, ms_ssim_for_loss, psnr, ssim
-from tnerv.models.base import VideoINR
+from tnerv.models.base import TrainingStage, VideoINR
 from tnerv.models.execution import FP32, ExecutionPath, candidate_paths, native_bf16
 from tnerv.models.layers import at_least_float32
 from tnerv.models.nnpack import available as nnpack_available
@@ -178,6 +179,21 @@ def lr_factor(
         return final + 0.5 * (1 - final) * (1 + math.cos(math.pi * iteration / max(1, total)))
     progress = (iteration - warm) / max(1, total - warm)
     return 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def stage_lr_factor(epoch: int, step: int, steps_per_epoch: int, stages: list[TrainingStage], config: TrainConfig) -> float:
+    """The learning-rate factor at `step` of `epoch` in a fit of `stages`: within its stage, the config's
+    warm-up (first stage only) and schedule over the stage's own steps, times the stage's lr_scale."""
+    first = 0
+    for index, stage in enumerate(stages):
+        if epoch < first + stage.epochs or index == len(stages) - 1:
+            break
+        first += stage.epochs
+    iteration = (epoch - first) * steps_per_epoch + step
+    warmup = config.warmup if index == 0 else 0.0
+    return stage.lr_scale * lr_factor(
+        iteration, stage.epochs * steps_per_epoch, warmup, config.warmup_start, config.schedule, config.final_lr
+    )
 
 
 def pick_device(name: str) -> torch.device:
@@ -442,9 +458,14 @@ def fit(
         batches = torch.utils.data.DataLoader(range(items), batch_size=config.batch_size * world, shuffle=True)
         steps_per_epoch = len(batches)
         total_steps = config.epochs * steps_per_epoch
+        stages = model.training_stages(config.epochs)
+        if sum(stage.epochs for stage in stages) != config.epochs:
+            raise TnervError(f"the training stages' epochs {[s.epochs for s in stages]} do not sum to {config.epochs}")
+        # The epochs at which a stage after the first starts with a fresh optimiser.
+        stage_starts = list(itertools.accumulate(stage.epochs for stage in stages))[:-1]
 
         def schedule(it: int) -> float:
-            return lr_factor(it, total_steps, config.warmup, config.warmup_start, config.schedule, config.final_lr)
+            return stage_lr_factor(it // steps_per_epoch, it % steps_per_epoch, steps_per_epoch, stages, config)
 
         # A group with "scheduled": False keeps its rate (e.g. entropy models that must follow to the end).
         scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -497,6 +518,8 @@ def fit(
         report = None
         try:
             for epoch in range(start_epoch, config.epochs):
+                if epoch in stage_starts:
+                    optimizer.state.clear()  # a new stage: Adam's moments start afresh, as a new optimiser's
                 model.on_epoch_start(epoch, config.epochs)
                 epoch_loss = 0.0
                 for idx in batches:

@@ -3,14 +3,16 @@ entry here."""
 
 from __future__ import annotations
 
+from tnerv.anchors import anchor_label
 from tnerv.models.card import Display
 from tnerv.models.registry import model_card
 
-# The anchor codecs (tnerv.anchors) have no model card, so their label, colour and marker are kept here.
+# The anchor codecs (tnerv.anchors) have no model card, so their colour and marker are kept here; their
+# label names the preset and prediction structure the benches run them with (wherever a BD-rate is shown).
 ANCHORS = {
-    "x265": Display(label="x265 (veryslow)", colour="#000000", marker="*"),
-    "x264": Display(label="x264 (veryslow)", colour="#7f7f7f", marker="h"),
-    "av1": Display(label="SVT-AV1", colour="#17becf", marker="p"),
+    "x265": Display(label=anchor_label("x265"), colour="#000000", marker="*"),
+    "x264": Display(label=anchor_label("x264"), colour="#7f7f7f", marker="h"),
+    "av1": Display(label=anchor_label("av1"), colour="#17becf", marker="p"),
 }
 
 

@@ -98,7 +98,7 @@ def parse_methods(bench: str, names: list[str] | None) -> list[str]:
             else:
                 raise TnervError(f"unknown ablation {name!r}; available: tnerv, {', '.join(ABLATION_NAMES)} (or E1+D2)")
         return methods
-    default = ["tnerv", "cnerv", "ffnerv", "hnerv", "x265"] if bench == "compression" else models
+    default = ["tnerv", "cnerv", "ffnerv", "hnerv", "hinerv", "x265"] if bench == "compression" else models
     chosen = names or default
     allowed = models + (list(ANCHOR_CODECS) if bench == "compression" else [])
     for name in chosen:

@@ -27,7 +27,7 @@ from tnerv.cli.fitting import cmd_eval, cmd_fit
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `tnerv` command."""
-    from tnerv.codec.settings import DEFAULT_LAMBDA, PHASE_START  # no torch: the parser stays quick
+    from tnerv.codec.settings import DEFAULT_LAMBDA, PHASE_START, STAGED_PHASE_START  # no torch: the parser stays quick
 
     parser = _Parser(prog="tnerv", description="Neural video representation and compression.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -74,9 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--lambda", dest="lam", type=_nonnegative_float,
         help=f"rate weight of entropy-constrained models (larger = smaller file; default {DEFAULT_LAMBDA:g})",
     )
-    p.add_argument("--phase-start", "--lambda-start", dest="phase_start", type=_fraction, default=PHASE_START,
-                   help=f"fraction of epochs before the compression phase (lambda > 0, pruning, QAT); default {PHASE_START:g}")
-    p.add_argument("--prune", type=_fraction, help="fraction of decoder weights to prune (post-training models; NeRV: 0.4)")
+    p.add_argument("--phase-start", "--lambda-start", dest="phase_start", type=_fraction,
+                   help=f"fraction of epochs before the compression phase (lambda > 0, pruning, QAT); default "
+                        f"{PHASE_START:g}, HiNeRV's {STAGED_PHASE_START:.3f} (300 of its 390 epochs)")
+    p.add_argument("--prune", type=_fraction,
+                   help="fraction of decoder weights to prune (post-training models; NeRV: 0.4; HiNeRV: 0.15 of all its parameters)")
     p.add_argument("--run-dir", help="where training checkpoints go (default: OUTPUT.run)")
     _add_training_args(p, "replace an existing output and its run directory", "continue an interrupted encode")
     p.set_defaults(func=cmd_encode)

@@ -12,9 +12,19 @@ import numpy as np
 import torch
 
 import tnerv
-from tnerv.codec.bitstream import BitstreamError, TensorSection, check_quantiser, read_file, write_file
-from tnerv.codec.entropy import decode_symbols, encode_symbols
-from tnerv.codec.quantize import QuantizedTensor
+from tnerv.codec.bitstream import (
+    BitstreamError,
+    ChannelSection,
+    HalfSection,
+    Section,
+    TensorSection,
+    check_channel_quantiser,
+    check_quantiser,
+    read_file,
+    write_file,
+)
+from tnerv.codec.entropy import PRECISION, counts_from_symbols, decode_symbols, encode_symbols
+from tnerv.codec.quantize import ChannelQuantized, HalfTensor, QuantizedTensor
 from tnerv.errors import TnervError, short_repr
 from tnerv.host import decode_footprint, decode_memory, default_memory_cap
 from tnerv.models import ModelConfig, VideoINR, list_models, make_config, model_class
@@ -23,6 +33,8 @@ from tnerv.models.counting import transmitted_shapes
 
 TableFor = Callable[[str, np.ndarray], tuple[int, np.ndarray]]
 """Gives (qmin, frequency table) for a tensor's name and symbols."""
+Quantized = QuantizedTensor | ChannelQuantized | HalfTensor
+"""A transmitted tensor as a file holds it: quantised per tensor, per channel, or as float16 values."""
 
 
 @dataclass
@@ -33,7 +45,7 @@ class FileSummary:
     num_bytes: int
     bytes_by_component: dict[str, int]
     bytes_by_tensor: dict[str, int] = field(default_factory=dict)
-    payload_bytes: int = 0  # the range-coded symbols alone (no tables, no framing)
+    payload_bytes: int = 0  # the range-coded symbols alone (no tables, no framing, no float16 values)
 
 
 def write_model_file(
@@ -41,7 +53,7 @@ def write_model_file(
     model: str,
     config: dict[str, Any],
     video: dict[str, Any],
-    quantized: dict[str, QuantizedTensor],
+    quantized: dict[str, Quantized],
     components: dict[str, str],
     table_for: TableFor,
     extra: dict[str, Any] | None = None,
@@ -49,16 +61,11 @@ def write_model_file(
     """Entropy-codes quantised tensors into a .tnrv file with everything a decoder needs."""
     entries, sections = [], []
     for name, q in quantized.items():
-        symbols = q.symbols.detach().cpu().numpy().astype(np.int64).ravel()
-        qmin, counts = table_for(name, symbols)
-        if symbols.size and (symbols.min() < qmin or symbols.max() >= qmin + len(counts)):
-            raise TnervError(f"the frequency table of {name} does not cover its symbols")
         try:  # a file that its own decoder would refuse is never written
-            check_quantiser(q.step, q.offset, qmin, len(counts))
+            sections.append(_section(name, q, table_for))
         except ValueError as exc:
             raise TnervError(f"tensor {name} cannot be written: {exc}") from None
-        sections.append(TensorSection(q.step, q.offset, qmin, counts, encode_symbols(symbols, qmin, counts)))
-        entries.append({"name": name, "shape": list(q.symbols.shape), "component": components[name]})
+        entries.append({"name": name, "shape": list(q.shape), "component": components[name]})
     header = {
         "tnerv_version": tnerv.__version__,
         "model": model,
@@ -73,7 +80,42 @@ def write_model_file(
     for entry in entries:
         by_component[entry["component"]] += by_tensor[entry["name"]]
     by_component["other"] += size - sum(by_tensor.values())  # preamble and header
-    return FileSummary(str(path), size, by_component, by_tensor, sum(len(s.payload) for s in sections))
+    payload = sum(s.summary()["payload_bytes"] for s in sections)
+    return FileSummary(str(path), size, by_component, by_tensor, payload)
+
+
+def _coded(name: str, symbols: np.ndarray, table_for: TableFor) -> tuple[int, np.ndarray, bytes]:
+    """(qmin, frequency table, payload) of a tensor's symbols; ValueError if the table misses one."""
+    if symbols.size == 0:  # every weight pruned: one symbol's table, no payload
+        return 0, np.array([1 << PRECISION], dtype=np.uint32), b""
+    qmin, counts = table_for(name, symbols)
+    if symbols.size and (symbols.min() < qmin or symbols.max() >= qmin + len(counts)):
+        raise ValueError("its frequency table does not cover its symbols")
+    return qmin, counts, encode_symbols(symbols, qmin, counts)
+
+
+def _section(name: str, q: Quantized, table_for: TableFor) -> Section:
+    """The file section of one quantised tensor, checked as its decoder will check it (ValueError)."""
+    if isinstance(q, HalfTensor):
+        values = q.values.detach().cpu().numpy().astype(np.float16).ravel()
+        if not np.isfinite(values).all():
+            raise ValueError("a value is not finite as float16 (beyond +-65504, or NaN)")
+        return HalfSection(values)
+    symbols = q.symbols.detach().cpu().numpy().astype(np.int64).ravel()
+    if isinstance(q, ChannelQuantized):
+        mask_counts, mask_payload = None, b""
+        if q.mask is not None:
+            mask = q.mask.detach().cpu().numpy().astype(np.int64).ravel()
+            mask_counts = counts_from_symbols(mask, 0, 1)
+            mask_payload = encode_symbols(mask, 0, mask_counts)
+            symbols = symbols[mask.astype(bool)]  # only the kept values are coded
+        qmin, counts, payload = _coded(name, symbols, table_for)
+        scales = q.scales.detach().cpu().numpy().astype(np.float16)
+        check_channel_quantiser(scales, qmin, len(counts))
+        return ChannelSection(scales, q.reduced, q.group, mask_counts, mask_payload, qmin, counts, payload)
+    qmin, counts, payload = _coded(name, symbols, table_for)
+    check_quantiser(q.step, q.offset, qmin, len(counts))
+    return TensorSection(q.step, q.offset, qmin, counts, payload)
 
 
 # Transmitted values per file byte above which a file declares more decoding than any writer's file
@@ -99,7 +141,7 @@ def check_header(header: dict[str, Any], source: str = "file") -> ModelConfig:
     """Checks every field a decoder uses against the file itself before anything is allocated: the
     model and its config (which must build), the video's geometry, and each tensor's name, shape and
     component against the decoder that config describes (each tensor section's own fields were
-    checked as it was read: `TensorSection.from_bytes`). Returns the model's config; BitstreamError
+    checked as it was read: `Section.from_bytes`). Returns the model's config; BitstreamError
     names the problem."""
 
     def bad(what: str) -> BitstreamError:
@@ -214,18 +256,46 @@ def _is_count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
-def transmitted_state(header: dict[str, Any], sections: list[TensorSection], source: str = "file") -> dict[str, torch.Tensor]:
+def transmitted_state(header: dict[str, Any], sections: list[Section], source: str = "file") -> dict[str, torch.Tensor]:
     """The dequantised transmitted tensors of a file's (checked) sections, by name; each must be finite."""
     state = {}
     for index, (entry, section) in enumerate(zip(header["tensors"], sections), start=1):
-        shape = entry["shape"]
         try:
-            symbols = decode_symbols(section.payload, section.qmin, section.counts, math.prod(shape))
+            q = _quantized(section, entry["shape"])
         except Exception as exc:  # noqa: BLE001 - whatever the entropy coder raises, the section is bad
             raise BitstreamError(f"{source}: section {index} (tensor {entry['name']!r}) cannot be decoded: {exc}") from None
-        q = QuantizedTensor(torch.from_numpy(symbols).reshape(shape), section.step, section.offset)
         state[entry["name"]] = check_finite(q.dequantize(), f"tensor {entry['name']!r}", source)
     return state
+
+
+def _quantized(section: Section, shape: list[int]) -> Quantized:
+    """A section's tensor of `shape` (the header's, checked), its sizes checked against the shape."""
+    numel = math.prod(shape)
+    if isinstance(section, HalfSection):
+        if len(section.values) != numel:
+            raise ValueError(f"{len(section.values)} float16 values for {numel}")
+        return HalfTensor(torch.from_numpy(section.values.astype(np.float16)).reshape(shape))
+    if isinstance(section, TensorSection):
+        symbols = decode_symbols(section.payload, section.qmin, section.counts, numel)
+        return QuantizedTensor(torch.from_numpy(symbols).reshape(shape), section.step, section.offset)
+    if len(section.scales) * section.reduced != numel or numel % (section.reduced * section.group):
+        raise ValueError(f"{len(section.scales)} scales over {section.reduced} x {section.group} values do not "
+                         f"tile its {numel}")
+    mask = None
+    kept = numel
+    if section.mask_counts is not None:
+        mask = decode_symbols(section.mask_payload, 0, section.mask_counts, numel)
+        kept = int(mask.sum())
+    values = decode_symbols(section.payload, section.qmin, section.counts, kept)
+    symbols = np.zeros(numel, dtype=np.int64)
+    if mask is None:
+        symbols[:] = values
+    else:
+        symbols[mask.astype(bool)] = values
+    return ChannelQuantized(
+        torch.from_numpy(symbols).reshape(shape), torch.from_numpy(section.scales.astype(np.float16)),
+        section.reduced, section.group, None if mask is None else torch.from_numpy(mask.astype(bool)).reshape(shape),
+    )
 
 
 def check_finite(values: torch.Tensor, what: str, source: str = "file") -> torch.Tensor:
@@ -247,7 +317,7 @@ def check_frames(frames: torch.Tensor, first: int, source: str = "file") -> torc
 def build_decoder(
     header: dict[str, Any],
     config: ModelConfig,
-    sections: list[TensorSection],
+    sections: list[Section],
     source: str = "file",
     device: str | torch.device = "cpu",
 ) -> VideoINR:

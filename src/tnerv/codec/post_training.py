@@ -42,14 +42,20 @@ class QuantizationAware(CompressionWrapper):
         self.register_buffer("masks_ready", torch.zeros((), dtype=torch.bool))
 
     def _prunable(self) -> list[str]:
-        # NeRV prunes the decoder's weight matrices and kernels (not biases, grids or embeddings).
+        # NeRV prunes the decoder's weight matrices and kernels (not biases, grids or embeddings); a model
+        # may exclude more (`pruning_excludes`).
         if self.prune <= 0:
             return []
         named = dict(self.model.named_parameters())
-        return [n for n in self.param_names if self.model.component_of(n) == "decoder" and named[n].dim() > 1]
+        return [n for n in self.param_names if self.model.component_of(n) == "decoder" and named[n].dim() > 1
+                and not n.startswith(self.model.pruning_excludes or ("\0",))]
 
     def _mask(self, name: str) -> Tensor | None:
         return getattr(self, _mask_name(name), None) if self.masks_ready else None
+
+    def _mask_buffer(self, name: str) -> Tensor:
+        """The buffer that holds a prunable parameter's mask (True: kept), ready or not."""
+        return getattr(self, _mask_name(name))
 
     @torch.no_grad()
     def on_phase_start(self) -> None:
@@ -60,7 +66,7 @@ class QuantizationAware(CompressionWrapper):
         magnitudes = torch.cat([named[n].detach().abs().flatten() for n in names])
         threshold = torch.quantile(magnitudes.float().cpu()[: 2**24], self.prune).item()  # global, as NeRV
         for n in names:
-            getattr(self, _mask_name(n)).copy_(named[n].detach().abs() > threshold)
+            self._mask_buffer(n).copy_(named[n].detach().abs() > threshold)
         self.masks_ready.fill_(True)
 
     def _bits_of(self, name: str) -> int:

@@ -4,7 +4,7 @@ header carries it, so that `tnerv inspect` can say how a file was made."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from tnerv.errors import TnervError
@@ -15,9 +15,14 @@ if TYPE_CHECKING:  # the wrappers import torch; these records and their defaults
 
 ENTROPY_CONSTRAINED = "entropy-constrained"
 POST_TRAINING = "post-training"
+STAGED = "staged"
 # The compression phase (a rate term, pruning, quantisation-aware fine-tuning) starts after this fraction
 # of the epochs: the last 20%.
 PHASE_START = 0.8
+# HiNeRV's stages (cfgs/train/hinerv_1920x1080.txt): 300 epochs, then 60 of pruning fine-tuning, then 30 of
+# quantisation-aware fine-tuning; tnerv keeps their shares of the epochs a fit is given.
+STAGED_PHASE_START = 300 / 390
+STAGED_QUANT_SHARE = 30 / 90  # of the epochs after the main stage
 # The rate weight of entropy-constrained models when none is given: the second of the paper's four
 # rate points (0.01, 0.1, 0.5, 1.0), a file near the middle of their range.
 DEFAULT_LAMBDA = 0.1
@@ -67,15 +72,48 @@ class PostTrainingSettings:
                 "phase_start": self.phase_start}
 
 
-CompressionSettings = EntropyConstrainedSettings | PostTrainingSettings
+@dataclass(frozen=True)
+class StagedSettings:
+    """HiNeRV's compression: after the main stage (the first `phase_start` of the epochs), a fraction `prune`
+    of the model's parameters pruned from the decoder's weights (scored by |w| / n^prune_weight, n the
+    weights of their tensor) and fine-tuned, then quantisation-aware fine-tuning (the last `quant_share`
+    of the epochs after the main stage, at lr_scale times the rate) where a fraction `quant_noise` of every
+    weight is replaced by its `bits`-bit per-channel quantisation; a new optimiser and schedule per stage."""
+
+    bits: int = 6
+    prune: float = 0.15
+    prune_weight: float = 0.5
+    quant_noise: float = 0.9
+    phase_start: float = STAGED_PHASE_START
+    quant_share: float = STAGED_QUANT_SHARE
+    quant_lr_scale: float = 0.1
+    method: ClassVar[str] = STAGED
+
+    def wrap(self, model: VideoINR) -> CompressionWrapper:
+        """The model wrapped for training with these settings."""
+        from tnerv.codec.staged import StagedCompression
+
+        return StagedCompression(model, self)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for run.json and a file's header."""
+        return {"method": self.method, **{f.name: getattr(self, f.name) for f in fields(self)}}
+
+
+CompressionSettings = EntropyConstrainedSettings | PostTrainingSettings | StagedSettings
 
 
 def compression_settings(
-    model: str, lam: float | None = None, phase_start: float = PHASE_START, init_bits: int = 8, prune: float | None = None
+    model: str,
+    lam: float | None = None,
+    phase_start: float | None = None,
+    init_bits: int = 8,
+    prune: float | None = None,
 ) -> CompressionSettings:
     """The settings of a model's own method: entropy-constrained for models trained that way (lambda
-    default DEFAULT_LAMBDA), else post-training quantisation with the model's bits, pruning (default the
-    model's) and quantisation-aware fine-tuning."""
+    default DEFAULT_LAMBDA), HiNeRV's stages for HiNeRV, else post-training quantisation with the model's
+    bits, pruning (default the model's) and quantisation-aware fine-tuning. `phase_start` defaults to the
+    method's own (PHASE_START; STAGED_PHASE_START)."""
     from tnerv.models import model_class
 
     cls = model_class(model)
@@ -85,13 +123,17 @@ def compression_settings(
             raise TnervError(f"--lambda must be 0 or more, got {lam}")
         if prune:
             raise TnervError(f"{model} is compressed by its rate term; --prune does not apply")
-        return EntropyConstrainedSettings(lam, phase_start, init_bits)
+        return EntropyConstrainedSettings(lam, PHASE_START if phase_start is None else phase_start, init_bits)
     if lam is not None:
         raise TnervError(f"{model} is compressed after training (quantisation + entropy coding); --lambda does not apply")
-    prune = cls.post_training_prune if prune is None else prune
+    prune = (StagedSettings.prune if cls.compression == STAGED else cls.post_training_prune) if prune is None else prune
     if not 0 <= prune < 1:
         raise TnervError(f"--prune is the fraction of weights removed, in [0, 1); got {prune}")
-    return PostTrainingSettings(dict(cls.post_training_bits), prune, cls.post_training_qat, phase_start)
+    if cls.compression == STAGED:
+        return StagedSettings(prune=prune, phase_start=STAGED_PHASE_START if phase_start is None else phase_start)
+    return PostTrainingSettings(
+        dict(cls.post_training_bits), prune, cls.post_training_qat, PHASE_START if phase_start is None else phase_start
+    )
 
 
 def settings_from_dict(data: dict[str, Any] | None) -> CompressionSettings | None:
@@ -104,4 +146,6 @@ def settings_from_dict(data: dict[str, Any] | None) -> CompressionSettings | Non
         return EntropyConstrainedSettings(data["lambda"], phase_start, data.get("init_bits", 8))
     if data.get("method") == POST_TRAINING:
         return PostTrainingSettings(dict(data["bits"]), data["prune"], data["qat"], data.get("phase_start", PHASE_START))
+    if data.get("method") == STAGED:
+        return StagedSettings(**{f.name: data[f.name] for f in fields(StagedSettings)})
     raise TnervError(f"unknown compression method {data.get('method')!r}")

@@ -27,6 +27,18 @@ FrameSource = Callable[[Tensor], Tensor]
 """Maps frame indices (B,) to frames (B, 3, H, W) float in [0, 1]; content-adaptive models need it."""
 
 
+@dataclass(frozen=True)
+class TrainingStage:
+    """A part of a fit with an optimiser of its own (fresh moments) and its own learning-rate schedule:
+    the first stage follows the training config's warm-up and schedule over its own steps, each later
+    one the same schedule without warm-up, its rate scaled by `lr_scale` (HiNeRV's pruning and
+    quantisation-aware fine-tuning). A fit has one stage unless the model says otherwise."""
+
+    name: str
+    epochs: int
+    lr_scale: float = 1.0
+
+
 @dataclass
 class ModelConfig:
     """Fields every model has: the geometry of the video it represents."""
@@ -155,6 +167,9 @@ class VideoINR(nn.Module):
     post_training_bits: ClassVar[dict[str, int]] = {"decoder": 8, "grids": 8, "embeddings": 8}
     post_training_prune: ClassVar[float] = 0.0  # fraction of decoder weights pruned by magnitude
     post_training_qat: ClassVar[bool] = False  # quantisation-aware fine-tuning in the last epochs
+    # Parameter-name prefixes that magnitude pruning leaves alone besides grids and embeddings (HiNeRV's
+    # positional encoders, as its code has it).
+    pruning_excludes: ClassVar[tuple[str, ...]] = ()
 
     def __new__(cls, *args: Any, **kwargs: Any) -> VideoINR:
         # The constructor's arguments, kept for `fresh_copy` (tnerv.train.fit replays a build's draws).
@@ -217,6 +232,15 @@ class VideoINR(nn.Module):
 
     def on_epoch_start(self, epoch: int, epochs: int) -> None:
         """Called before each epoch (0-based) of `epochs` (schedules that follow progress use it)."""
+
+    def training_stages(self, epochs: int) -> list[TrainingStage]:
+        """The stages a fit of `epochs` epochs goes through, in order (their epochs sum to `epochs`)."""
+        return [TrainingStage("main", epochs)]
+
+    def channel_layout(self, name: str, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The shape per-channel quantisation sees a transmitted tensor of `shape` in (its axes are the
+        channels it may choose): its own, or the layout of the model's official code where that differs."""
+        return shape
 
     def optimizer_groups(self) -> list[dict[str, Any]]:
         """Parameter groups for the optimiser: "params", and optionally "lr_scale" (multiplies the

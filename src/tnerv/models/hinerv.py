@@ -98,6 +98,9 @@ class HiNeRV(VideoINR):
     )
     config_class = HiNeRVConfig
     component_prefixes = {"grids": ("base_grid.", "local_grids.")}
+    # Compressed in its own stages (`tnerv.codec.staged`); its positional encoders' linears are not pruned.
+    compression = "staged"
+    pruning_excludes = ("local_linears.",)
     # The official recipe (cfgs/train/hinerv_1920x1080.txt, main stage): 0.7 L1 + 0.3 (1 - MS-SSIM 5x5), Adam,
     # lr 2e-3 for a batch of one frame's area in patches (144 of 120x120 at 1080p), 10% warm-up from 2e-5 and a
     # cosine over all iterations to 2e-5 (timm's), gradients clipped at norm 1.
@@ -156,6 +159,14 @@ class HiNeRV(VideoINR):
         self.stem_padding, self.paddings = patch_paddings(
             self.strides, c.kernel_sizes, c.depths, c.stem_kernel_size
         )
+
+    def channel_layout(self, name: str, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The official code stores a base-grid level as (slices * cells, channels); tnerv as (slices, cells
+        * channels), the same values in the same order."""
+        if name.startswith("base_grid.slices."):
+            _, cells, channels = self.base_grid.levels[int(name.rsplit(".", 1)[1])]
+            return (shape[0] * cells, channels)
+        return shape
 
     def _patch_shape(self) -> tuple[int, int]:
         """The training patch (rows, columns): the config's, or the frame; it must tile the frame and be
