@@ -209,3 +209,15 @@ def test_two_workers_at_once_run_each_unit_once_and_write_the_single_worker_tabl
     assert subprocess.run([*command, "--out", str(single)], capture_output=True).returncode == 0
     for name in ("quality_psnr.md", "quality_ms_ssim.md"):
         assert (shared / "tables" / name).read_text() == (single / "tables" / name).read_text()
+
+
+def test_a_bench_with_a_time_a_unit_plans_each_units_epochs_in_it():
+    from tnerv.bench.runner import _train_setup
+
+    chosen = protocol("representation", "setting1", "cpu", unit_time=600.0)
+    assert chosen.label.endswith("10.0 min a unit")
+    unit = plan_units("representation", chosen, dataset_sequences("samples", None, ["bikes"]), ["hnerv"])[0]
+    _, train = _train_setup(unit, chosen)
+    assert train["time_budget"] == 600.0 and train["epochs"] == chosen.epochs  # the recipe the plan is costed against
+    with pytest.raises(TnervError, match="--time and --epochs"):
+        protocol("representation", "setting1", "cpu", epochs=3, unit_time=600.0)

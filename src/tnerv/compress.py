@@ -3,6 +3,7 @@ measure what a decoder gets from it (decoding itself: tnerv.decode)."""
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -29,6 +30,7 @@ from tnerv.models import VideoINR, config_to_dict, load_preset, model_class
 from tnerv.models.budget import DEFAULT_MODEL
 from tnerv.parallel import launched_by_torchrun
 from tnerv.runs import VideoSpec, fit_run, load_run, read_run
+from tnerv.time_budget import DEFAULT_ENCODE_BUDGET, RECIPE_LIMIT, format_duration
 from tnerv.train import VideoFrames, evaluate
 from tnerv.video import default_matrix, probe
 
@@ -54,6 +56,7 @@ class EncodeResult:
     estimated_payload_bytes: float | None  # the learned densities' estimate (entropy-constrained)
     parameters: dict[str, int]
     encode_seconds: float
+    epochs: int = 0  # the epochs trained (a time budget's plan, or the recipe's)
     chosen: dict[str, Any] | None = None  # the config chosen for the video (`tnerv.models.budget.describe`)
 
     def to_dict(self) -> dict[str, Any]:
@@ -148,7 +151,9 @@ def encode_video(
 ) -> EncodeResult:
     """Trains a model on a video (in `run_dir`, default PATH.run) with its compression method
     (`tnerv.codec.settings.compression_settings`), writes the .tnrv file and measures the quality of
-    what a decoder gets from it."""
+    what a decoder gets from it. With neither epochs nor a time budget in `train_overrides`, a fresh encode
+    keeps the recipe's epochs if they take at most RECIPE_LIMIT here, else trains for
+    DEFAULT_ENCODE_BUDGET (`tnerv.time_budget`); a budget counts the whole encode, the file's check included."""
     if launched_by_torchrun():
         raise TnervError("tnerv encode runs in one process; torchrun is for tnerv fit")
     path = check_output(path, (".tnrv",), "a .tnrv file")
@@ -160,10 +165,18 @@ def encode_video(
     if not resume:
         name = model or (load_preset(preset).model if preset else DEFAULT_MODEL)
         compression = compression_settings(name, lam, phase_start, init_bits, prune)
+        train_overrides = dict(train_overrides or {})
+        if "epochs" not in train_overrides and "time_budget" not in train_overrides:
+            train_overrides.update(time_budget=DEFAULT_ENCODE_BUDGET, recipe_first=True)
+            if progress:
+                print(f"tnerv: no --epochs or --time: the recipe's epochs if they take at most "
+                      f"{format_duration(RECIPE_LIMIT)} here, else {format_duration(DEFAULT_ENCODE_BUDGET)} "
+                      "(measured after the first training steps)", file=sys.stderr, flush=True)
     fitted = fit_run(
         video, run_dir, model=model, preset=preset, model_overrides=model_overrides,
         train_overrides=train_overrides, overwrite=overwrite, resume=resume, progress=progress,
-        compression=compression, size=size, ablations=ablations, on_config=on_config,
+        compression=compression, size=size, ablations=ablations, on_config=on_config, started=started,
+        reserve_evals=1,  # the decode check of the file written (an evaluation in 8 bits)
     )
     # The model and frames of the fit itself: the file is written without reading them back.
     run = read_run(run_dir)
@@ -189,6 +202,7 @@ def encode_video(
         estimated_payload_bytes=None if estimate is None else estimate / 8,
         parameters=fitted.parameters,
         encode_seconds=time.time() - started,
+        epochs=fitted.epochs,
         chosen=run.get("chosen"),
     )
 

@@ -6,6 +6,7 @@ metrics.jsonl (one line per epoch) and result.json (the final quality, once fini
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -144,11 +145,17 @@ def fit_run(
     size: int | None = None,
     ablations: list[str] | None = None,
     on_config: Callable[[dict[str, Any]], None] | None = None,
+    started: float | None = None,
+    reserve_evals: int = 0,
 ) -> RunResult:
     """Fits a model (by name and/or preset) to a video into the run directory `out`; `compression`
     (`tnerv.codec.settings`) wraps the model for its compression method (e.g. the rate term); `ablations` switches parts of the model off (T-NeRV); `size` scales the model to
     that many transmitted parameters, keeping its split between components (default: a size that follows
-    from the video, `tnerv.models.budget`); `on_config` sees what was chosen (`describe`) before training."""
+    from the video, `tnerv.models.budget`); `on_config` sees what was chosen (`describe`) before training.
+    A time budget (the training config's `time_budget`) counts from `started` (default: now) and leaves
+    `reserve_evals` evaluations' worth after the fit (`tnerv.train.fit`); run.json then records the epochs
+    it planned."""
+    started = time.time() if started is None else started
     out = Path(out)
     main = is_main_process()  # under torchrun every rank runs this; rank 0 alone writes
     if main:
@@ -204,7 +211,14 @@ def fit_run(
         if main:
             _start_run_dir(out, overwrite)
             write_json_atomic(run, out / RUN_FILE)
-    result = fit(net, frames, config, out, resume=resume, progress=progress, on_epoch_end=on_epoch_end)
+    result = fit(net, frames, config, out, resume=resume, progress=progress, on_epoch_end=on_epoch_end,
+                 started=started, reserve_evals=reserve_evals)
+    if main and config.time_budget is not None:
+        # The budget and what it bought (a resume trains to the epochs its checkpoint planned).
+        estimate = result.estimate or (run.get("time_budget") or {}).get("estimate")
+        run["time_budget"] = {"seconds": config.time_budget, "recipe_first": config.recipe_first,
+                              "epochs": result.epochs, "estimate": estimate}
+        write_json_atomic(run, out / RUN_FILE)
     outcome = RunResult(
         run_dir=str(out),
         model=run["model"],

@@ -32,6 +32,7 @@ from tnerv.models.base import TrainingStage, VideoINR
 from tnerv.models.execution import FP32, ExecutionPath, candidate_paths, native_bf16
 from tnerv.models.layers import at_least_float32
 from tnerv.models.nnpack import available as nnpack_available
+from tnerv.time_budget import Budget, Costs, StepClock, first_eval_seconds
 from tnerv.parallel import broadcast_from_main, init_from_environment, local_rank, rank_and_size, shard, sum_over_ranks
 from tnerv.video import Padding
 
@@ -63,6 +64,8 @@ class TrainConfig:
     channels_last: bool = False  # convolutions in NHWC (oneDNN/cuDNN's own layout): same arithmetic, faster
     nnpack: bool = False  # CPU float32 convolutions through NNPACK (tnerv.models.nnpack): fewer multiplications
     restart_on_collapse: int = 0  # after a collapse (see fit), start over with the next seed, up to this many times
+    time_budget: float | None = None  # seconds the fit may take: its epochs are then planned (tnerv.time_budget)
+    recipe_first: bool = False  # with a time budget: keep `epochs` if they take at most an hour here (encode's default)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
@@ -101,6 +104,8 @@ class TrainConfig:
             raise TnervError("weight_decay must be 0 or more and grad_clip positive (or unset)")
         if self.restart_on_collapse < 0:
             raise TnervError(f"restart_on_collapse must be 0 or more, got {self.restart_on_collapse}")
+        if self.time_budget is not None and not (math.isfinite(self.time_budget) and self.time_budget > 0):
+            raise TnervError(f"the time budget must be a positive number of seconds, got {self.time_budget}")
         if self.precision == "auto" and (self.nnpack or self.channels_last):
             raise TnervError("precision auto chooses the layout and kernels itself: drop nnpack and channels_last")
         if self.nnpack and self.channels_last:
@@ -314,6 +319,8 @@ class FitResult:
     seed: int = 0
     restarts: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     fast_path_check: dict[str, Any] | None = None  # choose_training_path's record, when fit resolved "auto"
+    # After the first steps: the predicted seconds of the whole fit, its epochs, the step's seconds, the line said.
+    estimate: dict[str, Any] | None = None
 
 
 # A fit whose PSNR is within this margin of the mean frame's learned nothing but the mean frame
@@ -321,6 +328,26 @@ class FitResult:
 # judged after this fraction of the epochs.
 COLLAPSE_MARGIN_DB = 1.0
 COLLAPSE_CHECK_AT = 0.25
+
+
+class _Plan:
+    """A fit's epochs and what follows from them (steps, stages, the collapse check); a time budget sets
+    the epochs once the first steps are timed, and may lower them later."""
+
+    def __init__(self, model: VideoINR, epochs: int, steps_per_epoch: int):
+        self.model, self.steps_per_epoch = model, steps_per_epoch
+        self.set(epochs)
+
+    def set(self, epochs: int) -> None:
+        """Plans `epochs` epochs."""
+        stages = self.model.training_stages(epochs)
+        if sum(stage.epochs for stage in stages) != epochs:
+            raise TnervError(f"the training stages' epochs {[s.epochs for s in stages]} do not sum to {epochs}")
+        self.epochs, self.stages = epochs, stages
+        # The epochs at which a stage after the first starts with a fresh optimiser.
+        self.stage_starts = list(itertools.accumulate(stage.epochs for stage in stages))[:-1]
+        self.total_steps = epochs * self.steps_per_epoch
+        self.check_epoch = collapse_check_epoch(epochs)
 
 
 def collapse_check_epoch(epochs: int) -> int:
@@ -375,11 +402,18 @@ def fit(
     resume: bool = False,
     progress: bool = True,
     on_epoch_end: Callable[[int], None] | None = None,
+    started: float | None = None,
+    reserve_evals: int = 0,
 ) -> FitResult:
     """Fits `model` to `video` ((N, 3, H, W), uint8 or float in [0, 1]) and returns the final quality.
 
     With `run_dir`, checkpoints and a metrics log are written there; `resume` continues from the last
-    checkpoint exactly (model, optimiser, schedule, RNG state, epoch).
+    checkpoint exactly (model, optimiser, schedule, RNG state, epoch, and the epochs planned).
+
+    After its first steps (`StepClock.ready`, part of the training) a fit says what its epochs cost here. With
+    `config.time_budget`, it plans the epochs that end it within the budget, counted from `started`
+    (time.time(); default: now) and leaving `reserve_evals` evaluations' worth for what follows
+    (`tnerv.time_budget.Budget`); it shortens the plan at the end of an epoch if it falls behind.
 
     As in the reference scripts of NeRV, HNeRV and FFNeRV, one seed governs the initial weights and
     the frame order: seed torch (`seed_everything(config.seed)`) before building the model, as
@@ -435,13 +469,29 @@ def fit(
     if num_frames != model.config.num_frames:
         raise TnervError(f"the model was built for {model.config.num_frames} frames, the video has {num_frames}")
 
-    check_epoch = collapse_check_epoch(config.epochs)
     restarts: list[dict[str, Any]] = []
-    started = time.time()
+    fit_started = time.time()  # the history's and the result's seconds count from here
+    started = fit_started if started is None else started  # a time budget's from here
+    budget = Budget(config.time_budget, config.epochs, config.recipe_first, reserve_evals, active=not resume)
+    plan = _Plan(model, config.epochs, 1)
+    estimate: dict[str, dict[str, Any]] = {}  # "first": what the fit said its epochs would cost, after its first steps
 
     def say(line: str) -> None:
         if writes:
             tqdm.write(f"tnerv: warning: {line}", file=sys.stderr)
+
+    def tell(line: str) -> None:
+        if writes and (progress or budget.seconds is not None):
+            tqdm.write(f"tnerv: {line}", file=sys.stderr)
+
+    def agreed(epochs: int) -> int:
+        # Each process times its own steps: rank 0's plan is every rank's (torchrun).
+        return int(broadcast_from_main(torch.tensor([epochs], device=device)).item())
+
+    def first_costs(clock: StepClock, items: int) -> Costs:
+        step = clock.seconds_per_step()
+        evaluation = first_eval_seconds(step, config.batch_size, items, 1)
+        return Costs(step, evaluation, plan.steps_per_epoch, config.eval_every)
 
     def attempt(resume: bool) -> tuple[QualityReport | None, list[dict[str, Any]], dict[str, Any] | None]:
         """One fit from the current weights: (final report, history, None), or (None, history,
@@ -457,15 +507,11 @@ def fit(
         items = num_frames * model.training_items()
         batches = torch.utils.data.DataLoader(range(items), batch_size=config.batch_size * world, shuffle=True)
         steps_per_epoch = len(batches)
-        total_steps = config.epochs * steps_per_epoch
-        stages = model.training_stages(config.epochs)
-        if sum(stage.epochs for stage in stages) != config.epochs:
-            raise TnervError(f"the training stages' epochs {[s.epochs for s in stages]} do not sum to {config.epochs}")
-        # The epochs at which a stage after the first starts with a fresh optimiser.
-        stage_starts = list(itertools.accumulate(stage.epochs for stage in stages))[:-1]
+        plan.steps_per_epoch = steps_per_epoch
+        plan.set(plan.epochs)
 
         def schedule(it: int) -> float:
-            return stage_lr_factor(it // steps_per_epoch, it % steps_per_epoch, steps_per_epoch, stages, config)
+            return stage_lr_factor(it // steps_per_epoch, it % steps_per_epoch, steps_per_epoch, plan.stages, config)
 
         # A group with "scheduled": False keeps its rate (e.g. entropy models that must follow to the end).
         scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -484,7 +530,10 @@ def fit(
             _set_rng_state(state["rng"])
             start_epoch, history = state["epoch"], state["history"]
             restarts[:] = state.get("restarts", [])
+            plan.set(state["train_config"]["epochs"])  # the epochs planned when it started (a budget's)
         else:
+            if progress and writes:
+                tqdm.write("tnerv: preparing the fit (the model's first passes over the video)", file=sys.stderr)
             model.on_fit_start(all_idx, frames)
 
         # Every rank holds the whole model; DistributedDataParallel averages the ranks' gradients. Buffers
@@ -501,7 +550,7 @@ def fit(
                 "rng": _rng_state(),
                 "epoch": epoch,
                 "history": history,
-                "train_config": config.to_dict(),
+                "train_config": {**config.to_dict(), "epochs": plan.epochs},
                 "restarts": restarts,  # the seed in use is config.seed + len(restarts)
             }
             atomic_save(state, checkpoint_path)
@@ -512,16 +561,19 @@ def fit(
             log = open(run_dir / METRICS_LOG, "w")
             log.writelines(json.dumps(entry) + "\n" for entry in history)
         bar = tqdm(
-            total=total_steps, initial=start_epoch * steps_per_epoch, disable=not (progress and writes), unit="step",
-            dynamic_ncols=True,
+            total=plan.total_steps, initial=start_epoch * steps_per_epoch, disable=not (progress and writes),
+            unit="step", dynamic_ncols=True,
         )
+        clock, costs = StepClock(), None
         report = None
         try:
-            for epoch in range(start_epoch, config.epochs):
-                if epoch in stage_starts:
+            epoch = start_epoch
+            while epoch < plan.epochs:
+                if epoch in plan.stage_starts:
                     optimizer.state.clear()  # a new stage: Adam's moments start afresh, as a new optimiser's
-                model.on_epoch_start(epoch, config.epochs)
+                model.on_epoch_start(epoch, plan.epochs)
                 epoch_loss = 0.0
+                clock.restart()
                 for idx in batches:
                     idx, weight = shard(broadcast_from_main(idx.to(device)))
                     target = frames(idx) if items == num_frames else model.training_target(idx, frames)
@@ -537,30 +589,55 @@ def fit(
                     model.after_step(idx, outputs)
                     epoch_loss += sum_over_ranks(loss.detach() * len(idx) * (weight > 0)).item()
                     bar.update(1)
+                    clock.tick()
+                    if costs is None and clock.ready(steps_per_epoch):
+                        costs = first_costs(clock, items)
+                        if epoch == 0 and not resume:
+                            elapsed = time.time() - started
+                            planned, line = budget.first_plan(elapsed, costs)
+                            planned = agreed(planned)
+                            tell(line)
+                            estimate["first"] = {"seconds": elapsed + costs.seconds(planned), "epochs": planned,
+                                                 "step_seconds": costs.step_seconds, "said": line}
+                            plan.set(planned)
+                            bar.total = plan.total_steps
+                            bar.refresh()
                 done = epoch + 1
+                if costs is not None and budget.active:  # behind the plan: fewer epochs, never more
+                    costs.step_seconds = clock.seconds_per_step(last=steps_per_epoch)
+                    planned = agreed(budget.replan(time.time() - started, costs, done, plan.epochs))
+                    if planned != plan.epochs:
+                        tell(f"behind the time budget: {planned} epochs instead of {plan.epochs}")
+                        plan.set(planned)
+                        bar.total = plan.total_steps
+                        bar.refresh()
                 entry: dict[str, Any] = {
                     "epoch": done,
                     "loss": epoch_loss / items,
                     "lr": scheduler.get_last_lr()[0],
-                    "seconds": time.time() - started,
+                    "seconds": time.time() - fit_started,
                 }
-                if done % config.eval_every == 0 or done == config.epochs:
+                if done % config.eval_every == 0 or done == plan.epochs:
+                    evaluating = time.time()
                     report = evaluate(model, frames, config.eval_batch_size)
+                    if costs is not None:
+                        costs.eval_seconds = time.time() - evaluating
                     entry.update(psnr=report.psnr, ms_ssim=report.ms_ssim)
                     bar.set_postfix(epoch=done, loss=f"{entry['loss']:.4f}", psnr=f"{report.psnr:.2f}")
                 else:
                     bar.set_postfix(epoch=done, loss=f"{entry['loss']:.4f}")
-                verdict = check_collapse(entry) if done == check_epoch else None
+                verdict = check_collapse(entry) if done == plan.check_epoch else None
                 history.append(entry)
                 if log:
                     log.write(json.dumps(entry) + "\n")
                     log.flush()
                 if verdict and len(restarts) < config.restart_on_collapse:
                     return None, history, verdict
-                if done % config.checkpoint_every == 0 or done == config.epochs:
+                if done % config.checkpoint_every == 0 or done == plan.epochs:
                     save_checkpoint(done)
                 if on_epoch_end:
                     on_epoch_end(done)
+                epoch = done
         finally:
             bar.close()
             if log:
@@ -584,7 +661,7 @@ def fit(
                     if len(restarts) < config.restart_on_collapse else
                     "training goes on (--restart-on-collapse N restarts with the next seed)")
             say(f"the fit looks collapsed (seed {seed}): PSNR {verdict['psnr']:.2f} dB after epoch {entry['epoch']} "
-                f"of {config.epochs}, not {COLLAPSE_MARGIN_DB:g} dB above the mean frame's "
+                f"of {plan.epochs}, not {COLLAPSE_MARGIN_DB:g} dB above the mean frame's "
                 f"{verdict['mean_frame_psnr']:.2f} dB; {then}")
         return verdict
 
@@ -598,8 +675,9 @@ def fit(
         report, history, verdict = attempt(False)
     seed = config.seed + len(restarts)
     return FitResult(
-        report=report, epochs=config.epochs, seconds=time.time() - started, history=history,
-        collapsed=_final_verdict(history, check_epoch, report.psnr), seed=seed, restarts=list(restarts),
+        report=report, epochs=plan.epochs, seconds=time.time() - fit_started, history=history,
+        collapsed=_final_verdict(history, plan.check_epoch, report.psnr), seed=seed, restarts=list(restarts),
+        estimate=estimate.get("first"),
         fast_path_check=fast_path_check,
     )
 

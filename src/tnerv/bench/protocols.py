@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, replace
 
 from tnerv.errors import TnervError
 from tnerv.models.settings import get_setting
+from tnerv.time_budget import format_duration
 
 BENCHES = ("representation", "compression", "ablation", "timing")
 SCALES = ("paper", "cpu")
@@ -74,6 +75,7 @@ class Protocol:
     size_factors: tuple[float, ...] = SIZE_FACTORS
     crfs: tuple[int, ...] = CRFS
     size_tolerance: float = 0.03
+    unit_time: float | None = None  # seconds of each unit's encode or fit (--time): its epochs then fill them
 
     @property
     def sizes(self) -> tuple[int, ...]:
@@ -84,9 +86,10 @@ class Protocol:
     def label(self) -> str:
         """One line that says at which scale every number of this bench was measured."""
         frames = "all frames" if self.num_frames is None else f"{self.num_frames} frames"
+        length = f"{self.epochs} epochs" if self.unit_time is None else f"{format_duration(self.unit_time)} a unit"
         return (
             f"{self.scale.upper() if self.scale == 'cpu' else 'Paper'} scale ({self.setting}): "
-            f"{self.height}x{self.width}, {frames}, {format_size(self.budget)} parameters, {self.epochs} epochs"
+            f"{self.height}x{self.width}, {frames}, {format_size(self.budget)} parameters, {length}"
         )
 
     def to_dict(self) -> dict:
@@ -115,15 +118,19 @@ def protocol(
     budget: int | None = None,
     lambdas: tuple[float, ...] | None = None,
     crfs: tuple[int, ...] | None = None,
+    unit_time: float | None = None,
 ) -> Protocol:
     """The protocol of a bench in a setting at a scale; `epochs`, `frames`, `resize` (height, width),
-    `budget`, `lambdas` and `crfs` override the scale's values (the label shows the values used)."""
+    `budget`, `lambdas` and `crfs` override the scale's values (the label shows the values used);
+    `unit_time` (seconds, not with `epochs`) gives each unit a time budget instead of the epochs."""
     if bench not in BENCHES:
         raise TnervError(f"unknown bench {bench!r}; available: {', '.join(BENCHES)}")
     if scale not in SCALES:
         raise TnervError(f"unknown scale {scale!r}; available: {', '.join(SCALES)}")
     name = setting or DEFAULT_SETTING[bench]
     s = get_setting(name)
+    if unit_time is not None and epochs is not None:
+        raise TnervError("--time and --epochs are two ways to say how long a unit trains: give one")
     for option, value in (("--epochs", epochs), ("--frames", frames), ("--budget", budget)):
         if value is not None and value < 1:
             raise TnervError(f"{option} must be at least 1, got {value}")
@@ -139,7 +146,8 @@ def protocol(
         )
     if lambdas is not None and (not lambdas or min(lambdas) < 0):
         raise TnervError("--lambdas takes one or more values of 0 or more")
-    overrides = {"epochs": epochs, "num_frames": frames, "budget": budget, "lambdas": lambdas, "crfs": crfs}
+    overrides = {"epochs": epochs, "num_frames": frames, "budget": budget, "lambdas": lambdas, "crfs": crfs,
+                 "unit_time": unit_time}
     if resize is not None:
         overrides.update(height=resize[0], width=resize[1])
     return replace(chosen, **{k: v for k, v in overrides.items() if v is not None})

@@ -168,13 +168,17 @@ def split_record(parameters: dict[str, int]) -> dict[str, float]:
 
 
 def _train_setup(unit: Unit, protocol: Protocol) -> tuple[str | None, dict[str, Any]]:
-    """The preset whose training recipe a unit uses (CPU scale), the protocol's epochs, and the
-    model's paper batch size (1 for all seven): the `-s-cpu` presets train at 2 for speed, which at
-    CPU scale's few steps leaves half the models far from converged."""
+    """The preset whose training recipe a unit uses (CPU scale), the protocol's epochs (or, with a time a
+    unit, the budget those epochs are planned in), and the model's paper batch size (1 for all seven but
+    HiNeRV): the `-s-cpu` presets train at 2 for speed, which at CPU scale's few steps leaves half the
+    models far from converged."""
+    length: dict[str, Any] = {"epochs": protocol.epochs}
+    if protocol.unit_time is not None:
+        length["time_budget"] = protocol.unit_time
     if protocol.scale != "cpu":
-        return None, {"epochs": protocol.epochs}
+        return None, length
     batch = model_class(unit.model).train_defaults.get("batch_size", 1)
-    return f"{unit.model}-s-cpu", {"epochs": protocol.epochs, "batch_size": batch}
+    return f"{unit.model}-s-cpu", {**length, "batch_size": batch}
 
 
 def timed_decode(
@@ -362,7 +366,7 @@ class BenchRun:
             num_bytes=result.num_bytes, bytes_by_component=result.bytes_by_component,
             parameters=result.parameters["transmitted"], split=split_record(result.parameters),
             encode_seconds=result.encode_seconds, decode_fps=fps,
-            method_detail=result.method, file=str(path.relative_to(self.out)), epochs=self.protocol.epochs,
+            method_detail=result.method, file=str(path.relative_to(self.out)), epochs=result.epochs,
             collapsed=json.loads((run_dir / RESULT_FILE).read_text()).get("collapsed"),  # the fit's verdict
         )
         return frame

@@ -7,6 +7,9 @@ import math
 import tomllib
 from typing import Any, NoReturn
 
+from tnerv.errors import TnervError
+from tnerv.time_budget import parse_duration  # no torch: the parser stays quick
+
 
 def _size(text: str, order: str) -> tuple[int, int]:
     """Parses "AxB" into two positive ints; `order` names them for the error message."""
@@ -82,6 +85,14 @@ def _number(kind: type, low: float, low_inclusive: bool = True, high: float | No
     return parse
 
 
+def _duration(text: str) -> float:
+    """An argparse type: a duration (tnerv.time_budget.parse_duration) in seconds."""
+    try:
+        return parse_duration(text)
+    except TnervError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 _positive_int = _number(int, 1)
 _count_from_zero = _number(int, 0)
 _positive_float = _number(float, 0, low_inclusive=False)
@@ -125,7 +136,13 @@ def _add_training_args(p: argparse.ArgumentParser, overwrite_help: str, resume_h
     p.add_argument("--start", type=_count_from_zero, default=0, help="first frame (default 0)")
     p.add_argument("--step", type=_positive_int, default=1, help="take every k-th frame")
     p.add_argument("--resize", type=_hw, metavar="HxW", help="resize and centre-crop frames to HxW")
-    p.add_argument("--epochs", type=_positive_int)
+    length = p.add_mutually_exclusive_group()
+    length.add_argument("--epochs", type=_positive_int)
+    length.add_argument(
+        "--time", type=_duration, metavar="DURATION",
+        help="train for about this long, e.g. 10m or 2h: the epochs that fit, planned after the first steps, the "
+             "recipe's shape kept (not with --epochs)",
+    )
     p.add_argument("--batch-size", type=_positive_int)
     p.add_argument("--lr", type=_positive_float)
     # Checked by the training config against tnerv.train.LOSSES (one home for the names; no torch import here).
@@ -183,7 +200,7 @@ def train_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "eval_every": args.eval_every,
         "seed": args.seed, "device": args.device, "precision": args.precision, "loss": args.loss,
         "channels_last": args.channels_last or None, "nnpack": args.nnpack or None,
-        "restart_on_collapse": args.restart_on_collapse,
+        "restart_on_collapse": args.restart_on_collapse, "time_budget": args.time,
     }.items() if v is not None}
     train.update(args.train_set or [])
     if "eval_every" in train:

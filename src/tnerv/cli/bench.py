@@ -16,7 +16,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     chosen = protocol(
         args.kind, args.setting, args.scale, args.epochs, args.frames, args.resize, args.budget,
-        tuple(args.lambdas) if args.lambdas else None, tuple(args.crf) if args.crf else None,
+        tuple(args.lambdas) if args.lambdas else None, tuple(args.crf) if args.crf else None, args.time,
     )
     if args.videos:
         dataset = "videos"

@@ -12,6 +12,7 @@ from typing import Any
 from tnerv.cli.arguments import train_overrides, video_spec
 from tnerv.cli.output import announcer, format_count, print_result
 from tnerv.errors import TnervError, short_repr
+from tnerv.time_budget import format_duration
 
 
 def _encode_summary(r: Any) -> str:
@@ -121,14 +122,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
         raise TnervError(f"{out} is not empty; choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     spec = VideoSpec(path=str(sample("bikes")), count=args.frames, resize=(128, 256))
+    length = f"{args.epochs} epochs" if args.epochs else f"--time {format_duration(args.time)}"
     if not args.json:  # --json prints the JSON document alone
         print(
             f"tnerv demo: compressing {args.frames} frames of the bikes sample (128x256) with T-NeRV "
-            f"(preset tnerv-s-cpu, lambda {args.lam:g}, {args.epochs} epochs)"
+            f"(preset tnerv-s-cpu, lambda {args.lam:g}, {length})"
         )
     encoded = encode_video(
-        spec, out / "bikes.tnrv", preset="tnerv-s-cpu", lam=args.lam,
-        train_overrides={"epochs": args.epochs}, progress=not args.quiet,
+        spec, out / "bikes.tnrv", preset="tnerv-s-cpu", lam=args.lam, progress=not args.quiet,
+        train_overrides={"epochs": args.epochs} if args.epochs else {"time_budget": args.time},
     )
     decoded = decode_file(encoded.path, out / "bikes-decoded.mp4")  # a fresh decoder, from the file alone
     plot = file_allocation(inspect_file(encoded.path), out / "bytes.png")

@@ -10,6 +10,7 @@ from tnerv.cli.arguments import (
     _add_video_args,
     _count,
     _count_from_zero,
+    _duration,
     _fraction,
     _hw,
     _memory,
@@ -23,6 +24,7 @@ from tnerv.cli.bench import cmd_bench
 from tnerv.cli.compression import cmd_decode, cmd_demo, cmd_encode, cmd_inspect
 from tnerv.cli.describe import cmd_info, cmd_models
 from tnerv.cli.fitting import cmd_eval, cmd_fit
+from tnerv.time_budget import DEMO_TIME
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -116,10 +118,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("demo", help="compress and decode a bundled sample clip (about 4 minutes on 2 CPU cores)")
+    p = sub.add_parser("demo", help="compress and decode a bundled sample clip (about 4 minutes)")
     p.add_argument("--out", help="folder for the outputs (default: runs/demo-<time>)")
     p.add_argument("--frames", type=_positive_int, default=32)
-    p.add_argument("--epochs", type=_positive_int, default=25)
+    length = p.add_mutually_exclusive_group()
+    length.add_argument("--time", type=_duration, default=DEMO_TIME, metavar="DURATION",
+                        help=f"training time (default {DEMO_TIME / 60:g}m: the epochs that fit on this machine)")
+    length.add_argument("--epochs", type=_positive_int, help="train this many epochs instead of --time")
     p.add_argument("--lambda", dest="lam", type=_nonnegative_float, default=0.1)
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--json", action="store_true")
@@ -163,6 +168,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--lambdas", type=_nonnegative_float, nargs="+", help="compression: rate points of entropy-constrained models"
     )
     p.add_argument("--crf", type=int, nargs="+", help="compression: CRF points of the codec anchors (default 22 27 32 37)")
+    p.add_argument(
+        "--time", type=_duration, metavar="DURATION",
+        help="train each unit for about this long (e.g. 10m) instead of the scale's epochs: the epochs that fit",
+    )
     p.add_argument("--out", help="output folder (a rerun skips finished runs)")
     p.add_argument(
         "--worker", type=_worker, metavar="I/N",

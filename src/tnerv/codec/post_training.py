@@ -48,7 +48,7 @@ class QuantizationAware(CompressionWrapper):
             return []
         named = dict(self.model.named_parameters())
         return [n for n in self.param_names if self.model.component_of(n) == "decoder" and named[n].dim() > 1
-                and not n.startswith(self.model.pruning_excludes or ("\0",))]
+                and not n.startswith(self.model.pruning_excludes)]
 
     def _mask(self, name: str) -> Tensor | None:
         return getattr(self, _mask_name(name), None) if self.masks_ready else None

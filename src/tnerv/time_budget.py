@@ -1,0 +1,167 @@
+"""What a fit costs here, and how many epochs fit in a time budget (`--time`): durations as the command
+line writes them, the clock of the first training steps, the plan of epochs, the estimate a fit prints.
+
+Neural encoding is anytime: quality grows with training time. A fit with a budget measures its first
+steps (they are part of the training), then fixes the number of epochs that ends it within the budget,
+keeping the recipe's shape (warm-up, schedule, compression phase, stages: all fractions of the epochs);
+at the end of each epoch it shortens the plan if it has fallen behind (never lengthens it)."""
+
+from __future__ import annotations
+
+import math
+import re
+import statistics
+import time
+from dataclasses import dataclass
+
+from tnerv.errors import TnervError
+
+# The first training steps timed before the estimate (the first, which pays one-time costs, is not used):
+# at least MIN_CLOCKED, and until CLOCKED_SECONDS have passed or MAX_CLOCKED steps have run (or an epoch).
+MIN_CLOCKED, MAX_CLOCKED, CLOCKED_SECONDS = 3, 20, 3.0
+# An evaluation's forward pass per frame, as a share of a training step's time per frame, until one is timed:
+# a forward pass is about a third of forward and backward; metrics and the 8-bit rounding take the rest.
+EVAL_SHARE = 0.5
+# With no --epochs and no --time, `tnerv encode` keeps the recipe when it takes at most this long here...
+RECIPE_LIMIT = 3600.0
+# ...and otherwise trains for this long (the default budget, stated in the README and in its first line).
+DEFAULT_ENCODE_BUDGET = 20 * 60.0
+# `tnerv demo`'s budget (the whole encode: training, writing, checking), about its old 25 epochs on 2 cores.
+DEMO_TIME = 180.0
+# Plans are shortened when the projected end passes the budget by more than this share of it.
+REPLAN_MARGIN = 0.02
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a duration such as 90s, 10m, 2h or 1h30m (a bare number is seconds)."""
+    text = text.strip().lower()
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        seconds = float(text)
+    else:
+        parts = re.findall(r"(\d+(?:\.\d+)?)([smhd])", text)
+        if not parts or "".join(n + u for n, u in parts) != text:
+            raise TnervError(f"{text!r} is not a duration (e.g. 90s, 10m, 2h, 1h30m)")
+        seconds = sum(float(n) * _UNITS[u] for n, u in parts)
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise TnervError(f"a duration must be positive, got {text!r}")
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """A duration as people read it: 42 s, 7.5 min, 31.7 h."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+class StepClock:
+    """Wall-clock durations of a fit's first steps."""
+
+    def __init__(self) -> None:
+        self.durations: list[float] = []
+        self._last = time.perf_counter()
+
+    def restart(self) -> None:
+        """Starts timing the next step from now."""
+        self._last = time.perf_counter()
+
+    def tick(self) -> None:
+        """Records the step that just ended."""
+        now = time.perf_counter()
+        self.durations.append(now - self._last)
+        self._last = now
+
+    def ready(self, steps_per_epoch: int) -> bool:
+        """Whether enough steps were timed for an estimate (MIN_CLOCKED, MAX_CLOCKED, CLOCKED_SECONDS)."""
+        n = len(self.durations)
+        return n >= min(steps_per_epoch, MAX_CLOCKED) or (n >= MIN_CLOCKED and sum(self.durations) >= CLOCKED_SECONDS)
+
+    def seconds_per_step(self, last: int | None = None) -> float:
+        """The mean step (of the `last` ones), the first step left out where there are others (it pays
+        one-time costs): a mean, since the slow steps (a busy machine, the allocator) are part of the cost."""
+        steps = self.durations[1:] or self.durations
+        return statistics.fmean(steps[-last:] if last else steps)
+
+
+@dataclass
+class Costs:
+    """What a fit costs here: a training step, an evaluation, and the layout of its epochs."""
+
+    step_seconds: float
+    eval_seconds: float
+    steps_per_epoch: int
+    eval_every: int
+
+    def seconds(self, epochs: int, from_epoch: int = 0) -> float:
+        """The seconds of epochs from_epoch + 1 .. epochs with their evaluations: every eval_every epochs,
+        at the end, and (from the start) the collapse check's, counted whether or not it falls on one."""
+        k = self.eval_every
+        evals = epochs // k - from_epoch // k + (epochs % k != 0) + (from_epoch == 0)
+        return max(epochs - from_epoch, 0) * self.steps_per_epoch * self.step_seconds + evals * self.eval_seconds
+
+    def epochs_within(self, seconds: float, from_epoch: int = 0) -> int:
+        """The most epochs (at least from_epoch + 1) whose remainder from `from_epoch` fits in `seconds`."""
+        low = from_epoch + 1
+        high = low + int(seconds / max(self.steps_per_epoch * self.step_seconds, 1e-9)) + 1
+        while low < high:  # seconds() grows with the epochs: the last that fits
+            middle = (low + high + 1) // 2
+            low, high = (middle, high) if self.seconds(middle, from_epoch) <= seconds else (low, middle - 1)
+        return low
+
+
+def first_eval_seconds(step_seconds: float, batch_size: int, frames: int, items_per_frame: int) -> float:
+    """An evaluation's seconds before one is timed: EVAL_SHARE of a training step's time per item, for
+    every item of every frame."""
+    return EVAL_SHARE * step_seconds / batch_size * frames * items_per_frame
+
+
+@dataclass
+class Budget:
+    """A fit's time budget of `seconds` (None: none, the recipe's epochs are only costed), the recipe's
+    `recipe_epochs`; with `recipe_first` (tnerv encode's default), the recipe is kept when it takes at most
+    RECIPE_LIMIT here; `reserve_evals` evaluations' worth is left for what follows the fit (writing and
+    checking a file). Elapsed times are the caller's, from where its budget counts."""
+
+    seconds: float | None
+    recipe_epochs: int
+    recipe_first: bool = False
+    reserve_evals: int = 0
+    active: bool = True  # False once the recipe was kept, or on a resume (the plan is the checkpoint's)
+
+    def first_plan(self, elapsed: float, costs: Costs) -> tuple[int, str]:
+        """The epochs to train, and the line that says what they cost here, from the first steps' costs."""
+        recipe = elapsed + costs.seconds(self.recipe_epochs)
+        cost = (f"{self.recipe_epochs} epochs of {costs.steps_per_epoch} steps at {costs.step_seconds:.3g} s a step, "
+                f"with their evaluations: about {format_duration(recipe)} here")
+        if self.seconds is None or (self.recipe_first and recipe <= RECIPE_LIMIT):
+            self.active = False
+            return self.recipe_epochs, cost
+        epochs = costs.epochs_within(self.left(elapsed, costs))
+        within = f"{epochs} epochs (about {format_duration(elapsed + costs.seconds(epochs))} here)"
+        if self.recipe_first:
+            return epochs, (f"the recipe's {cost}, more than {format_duration(RECIPE_LIMIT)}: training for "
+                            f"{format_duration(self.seconds)} instead, {within}; --epochs {self.recipe_epochs} asks for "
+                            "the recipe, --time for another budget")
+        return epochs, f"--time {format_duration(self.seconds)}: {within}; the recipe's {cost}"
+
+    def left(self, elapsed: float, costs: Costs) -> float:
+        """Seconds the fit may still spend, the reserve for what follows it kept."""
+        assert self.seconds is not None
+        return self.seconds - elapsed - self.reserve_evals * costs.eval_seconds
+
+    def replan(self, elapsed: float, costs: Costs, done: int, planned: int) -> int:
+        """The epochs after `done` of `planned` have run: fewer if the rest would end past the budget (by
+        more than REPLAN_MARGIN of it), down to `done` when no time is left; never more."""
+        if not self.active or self.seconds is None or done >= planned:
+            return planned
+        projected = elapsed + costs.seconds(planned, done) + self.reserve_evals * costs.eval_seconds
+        if projected <= self.seconds * (1 + REPLAN_MARGIN):
+            return planned
+        left = self.left(elapsed, costs)
+        if costs.seconds(done + 1, done) > left:
+            return done
+        return min(planned, costs.epochs_within(left, done))
