@@ -53,6 +53,13 @@ OFFICIAL = {
     # evaluation's mean per-frame PSNR; seed 1's median s/epoch of epochs 31-60 (its first 30 shared the
     # machine); its decode speed was not measured.
     "hinerv": {"parameters": 347_383, "s_per_epoch": 11.72, "psnr": {1: 35.31, 2: 35.61, 3: 35.33}},
+    # kyleleey/E-NeRV @ 9f3529a and QiZhao-NJU/Neural-Representation-for-Video-via-Differential-Input-and-
+    # Pyramidal-Architecture @ d46afa4, 2026-12-07, this machine kind, on a machine shared with other work
+    # (their s/epoch, seed 1's median, do not time the code): the final evaluation's mean per-frame PSNR;
+    # decode speed not measured. Parameters as tnerv counts them (the scripts print 342,341 with E-NeRV's
+    # 288 fixed token coordinates, and 735,318 with DNeRV's encoders and without its embeddings).
+    "enerv": {"parameters": 342_053, "s_per_epoch": 3.95, "psnr": {1: 28.74}},
+    "dnerv": {"parameters": 357_828, "s_per_epoch": 9.98, "psnr": {1: 30.59}},
 }
 MODELS = ["nerv", "hnerv", "ffnerv", "enerv", "dnerv", "hinerv"]
 TOLERANCE_DB = 0.3  # a seed against the official code's same seed
