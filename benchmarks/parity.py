@@ -5,9 +5,9 @@ frames of the bikes sample, next to the official implementation's figures for th
     python benchmarks/parity.py --models hnerv --seeds 3 --restart-on-collapse 1
     python benchmarks/parity.py --epochs 2 --seeds 1   # a quick check that everything runs
 
-Seed by seed, each tnerv fit is set next to the official code's fit of the same seed (the same initial
-weights and frame order, tests/test_official_init.py), and the verdict of a model
-is over all its seeds. A fit that ends less than 1 dB above the mean frame's PSNR is labelled collapsed, on
+Seed by seed, each tnerv fit is set next to the official code's fit of the same seed (for NeRV, HNeRV and
+FFNeRV the same initial weights and frame order, tests/test_official_init.py; E-NeRV and DNeRV start from
+other weights at the same seed, docs/experiments.md), and the verdict of a model is over all its seeds. A fit that ends less than 1 dB above the mean frame's PSNR is labelled collapsed, on
 either side, by the same rule.
 
 Each preset builds, layer for layer, what the official code builds with its README flags scaled to about
