@@ -5,9 +5,9 @@ frames of the bikes sample, next to the official implementation's figures for th
     python benchmarks/parity.py --models hnerv --seeds 3 --restart-on-collapse 1
     python benchmarks/parity.py --epochs 2 --seeds 1   # a quick check that everything runs
 
-Seed by seed, each tnerv fit is set next to the official code's fit of the same seed (the same initial
-weights and frame order, tests/test_official_init.py), and the verdict of a model
-is over all its seeds. A fit that ends less than 1 dB above the mean frame's PSNR is labelled collapsed, on
+Seed by seed, each tnerv fit is set next to the official code's fit of the same seed (for NeRV, HNeRV and
+FFNeRV the same initial weights and frame order, tests/test_official_init.py; E-NeRV and DNeRV start from
+other weights at the same seed, docs/experiments.md), and the verdict of a model is over all its seeds. A fit that ends less than 1 dB above the mean frame's PSNR is labelled collapsed, on
 either side, by the same rule.
 
 Each preset builds, layer for layer, what the official code builds with its README flags scaled to about
@@ -53,6 +53,13 @@ OFFICIAL = {
     # evaluation's mean per-frame PSNR; seed 1's median s/epoch of epochs 31-60 (its first 30 shared the
     # machine); its decode speed was not measured.
     "hinerv": {"parameters": 347_383, "s_per_epoch": 11.72, "psnr": {1: 35.31, 2: 35.61, 3: 35.33}},
+    # kyleleey/E-NeRV @ 9f3529a and QiZhao-NJU/Neural-Representation-for-Video-via-Differential-Input-and-
+    # Pyramidal-Architecture @ d46afa4, 2026-12-07, this machine kind, on a machine shared with other work
+    # (their s/epoch, seed 1's median, do not time the code): the final evaluation's mean per-frame PSNR;
+    # decode speed not measured. Parameters as tnerv counts them (the scripts print 342,341 with E-NeRV's
+    # 288 fixed token coordinates, and 735,318 with DNeRV's encoders and without its embeddings).
+    "enerv": {"parameters": 342_053, "s_per_epoch": 3.95, "psnr": {1: 28.74, 2: 28.67, 3: 28.91}},
+    "dnerv": {"parameters": 357_828, "s_per_epoch": 9.98, "psnr": {1: 30.59, 2: 30.74, 3: 30.57}},
 }
 MODELS = ["nerv", "hnerv", "ffnerv", "enerv", "dnerv", "hinerv"]
 TOLERANCE_DB = 0.3  # a seed against the official code's same seed
