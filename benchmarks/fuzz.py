@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import gc
 import json
 import math
 import re
@@ -662,7 +663,14 @@ class Worker:
     def _start(self) -> None:
         self.connection, child = self.context.Pipe()
         self.process = self.context.Process(target=_worker, args=(child, str(self.folder), self.case), daemon=True)
-        self.process.start()
+        # The worker is a fork of this process: a collection in it would walk (and so copy) every object it
+        # inherited, growing its resident size with the parent's heap (a test suite's, gigabytes) instead of
+        # with the case; frozen objects are left out of the child's collections.
+        gc.freeze()
+        try:
+            self.process.start()
+        finally:
+            gc.unfreeze()
 
     def run(self, data: bytes, reference: torch.Tensor, crafted: bool, timeout: float) -> str:
         """The outcome of one case, "abort" if the worker died, "hang" if it used more than `timeout`
