@@ -663,9 +663,10 @@ class Worker:
     def _start(self) -> None:
         self.connection, child = self.context.Pipe()
         self.process = self.context.Process(target=_worker, args=(child, str(self.folder), self.case), daemon=True)
-        # The worker is a fork of this process: a collection in it would walk (and so copy) every object it
-        # inherited, growing its resident size with the parent's heap (a test suite's, gigabytes) instead of
-        # with the case; frozen objects are left out of the child's collections.
+        # The worker is a fork of this process: a collection in it can walk (and so copy) every object it
+        # inherited, growing its resident size with the parent's heap (a test suite's, gigabytes) rather than
+        # with the case; frozen objects are left out of the child's collections. (One frame-bomb counted over
+        # cap in a full suite and never alone; that this was the cause was not isolated.)
         gc.freeze()
         try:
             self.process.start()

@@ -17,7 +17,7 @@ from tnerv.compress import encode_video
 from tnerv.decode import decode_frames, inspect_file
 from tnerv.errors import TnervError
 from tnerv.metrics import psnr
-from tnerv.models import create_model
+from tnerv.models import create_model, load_preset
 from tnerv.models.base import TrainingStage
 from tnerv.models.budget import config_for_video
 from tnerv.runs import VideoSpec, load_frames
@@ -61,6 +61,14 @@ def test_hinervs_base_grid_is_quantised_in_the_official_layout(tiny_clip):
     _, cells, channels = model.base_grid.levels[0]
     assert model.channel_layout(name, shape) == (shape[0] * cells, channels)
     assert model.channel_layout("stem.weight", (4, 3, 3, 3)) == (4, 3, 3, 3)
+    # The official model of hinerv-ref-cpu (hmkx/HiNeRV @ fdb92ec, built on the CPU) holds its base grid as
+    # encoding.grids.0.weight (2736, 8) and encoding.grids.1.weight (1296, 16).
+    preset = load_preset("hinerv-ref-cpu")
+    with torch.device("meta"):
+        reference = create_model("hinerv", preset.config())
+    shapes = {n: tuple(p.shape) for n, p in reference.named_parameters()}
+    assert reference.channel_layout("base_grid.slices.0", shapes["base_grid.slices.0"]) == (2736, 8)
+    assert reference.channel_layout("base_grid.slices.1", shapes["base_grid.slices.1"]) == (1296, 16)
 
 
 def test_pruning_scores_each_weight_by_its_tensors_size(tiny_clip):

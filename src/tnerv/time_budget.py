@@ -3,8 +3,9 @@ line writes them, the clock of the first training steps, the plan of epochs, the
 
 Neural encoding is anytime: quality grows with training time. A fit with a budget measures its first
 steps (they are part of the training), then fixes the number of epochs that ends it within the budget,
-keeping the recipe's shape (warm-up, schedule, compression phase, stages: all fractions of the epochs);
-at the end of each epoch it shortens the plan if it has fallen behind (never lengthens it)."""
+keeping the recipe's shape (warm-up, schedule, compression phase, stages: all fractions of the epochs;
+the steps timed before the plan ran at the recipe's learning rates); at the end of each epoch it shortens
+the plan if it has fallen behind (never lengthens it)."""
 
 from __future__ import annotations
 
@@ -19,14 +20,14 @@ from tnerv.errors import TnervError
 # The first training steps timed before the estimate (the first, which pays one-time costs, is not used):
 # at least MIN_CLOCKED, and until CLOCKED_SECONDS have passed or MAX_CLOCKED steps have run (or an epoch).
 MIN_CLOCKED, MAX_CLOCKED, CLOCKED_SECONDS = 3, 20, 3.0
-# An evaluation's forward pass per frame, as a share of a training step's time per frame, until one is timed:
-# a forward pass is about a third of forward and backward; metrics and the 8-bit rounding take the rest.
+# An evaluation's time per frame, as a share of a training step's time per frame, until one is timed: an
+# assumption (a forward pass without the backward one, plus the metrics), replaced by the first timed evaluation.
 EVAL_SHARE = 0.5
 # With no --epochs and no --time, `tnerv encode` keeps the recipe when it takes at most this long here...
 RECIPE_LIMIT = 3600.0
 # ...and otherwise trains for this long (the default budget, stated in the README and in its first line).
 DEFAULT_ENCODE_BUDGET = 20 * 60.0
-# `tnerv demo`'s budget (the whole encode: training, writing, checking), about its old 25 epochs on 2 cores.
+# `tnerv demo`'s budget (the whole encode: training, writing, checking).
 DEMO_TIME = 180.0
 # Plans are shortened when the projected end passes the budget by more than this share of it.
 REPLAN_MARGIN = 0.02
@@ -83,8 +84,10 @@ class StepClock:
     def seconds_per_step(self, last: int | None = None) -> float:
         """The mean step (of the `last` ones), the first step left out where there are others (it pays
         one-time costs): a mean, since the slow steps (a busy machine, the allocator) are part of the cost."""
-        steps = self.durations[1:] or self.durations
-        return statistics.fmean(steps[-last:] if last else steps)
+        first = 1 if len(self.durations) > 1 else 0
+        if last:  # only the tail is read: called every epoch, on a list that grows every step
+            first = max(first, len(self.durations) - last)
+        return statistics.fmean(self.durations[first:])
 
 
 @dataclass
@@ -113,10 +116,10 @@ class Costs:
         return low
 
 
-def first_eval_seconds(step_seconds: float, batch_size: int, frames: int, items_per_frame: int) -> float:
-    """An evaluation's seconds before one is timed: EVAL_SHARE of a training step's time per item, for
-    every item of every frame."""
-    return EVAL_SHARE * step_seconds / batch_size * frames * items_per_frame
+def first_eval_seconds(step_seconds: float, batch_size: int, items: int) -> float:
+    """An evaluation's seconds before one is timed: EVAL_SHARE of a training step's time per item, for all
+    `items` (frames, or a patch-trained model's patches of every frame)."""
+    return EVAL_SHARE * step_seconds / batch_size * items
 
 
 @dataclass

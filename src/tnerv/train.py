@@ -474,7 +474,7 @@ def fit(
     started = fit_started if started is None else started  # a time budget's from here
     budget = Budget(config.time_budget, config.epochs, config.recipe_first, reserve_evals, active=not resume)
     plan = _Plan(model, config.epochs, 1)
-    estimate: dict[str, dict[str, Any]] = {}  # "first": what the fit said its epochs would cost, after its first steps
+    estimate: dict[str, Any] | None = None  # what the fit said its epochs would cost, after its first steps
 
     def say(line: str) -> None:
         if writes:
@@ -490,12 +490,13 @@ def fit(
 
     def first_costs(clock: StepClock, items: int) -> Costs:
         step = clock.seconds_per_step()
-        evaluation = first_eval_seconds(step, config.batch_size, items, 1)
+        evaluation = first_eval_seconds(step, config.batch_size, items)
         return Costs(step, evaluation, plan.steps_per_epoch, config.eval_every)
 
     def attempt(resume: bool) -> tuple[QualityReport | None, list[dict[str, Any]], dict[str, Any] | None]:
         """One fit from the current weights: (final report, history, None), or (None, history,
         verdict) when it collapsed and a restart is left."""
+        nonlocal estimate
         model_groups = model.optimizer_groups()
         groups = [
             {"params": g["params"], "lr": config.lr * g.get("lr_scale", 1.0)} for g in model_groups
@@ -597,8 +598,8 @@ def fit(
                             planned, line = budget.first_plan(elapsed, costs)
                             planned = agreed(planned)
                             tell(line)
-                            estimate["first"] = {"seconds": elapsed + costs.seconds(planned), "epochs": planned,
-                                                 "step_seconds": costs.step_seconds, "said": line}
+                            estimate = {"seconds": elapsed + costs.seconds(planned), "epochs": planned,
+                                        "step_seconds": costs.step_seconds, "said": line}
                             plan.set(planned)
                             bar.total = plan.total_steps
                             bar.refresh()
@@ -677,7 +678,7 @@ def fit(
     return FitResult(
         report=report, epochs=plan.epochs, seconds=time.time() - fit_started, history=history,
         collapsed=_final_verdict(history, plan.check_epoch, report.psnr), seed=seed, restarts=list(restarts),
-        estimate=estimate.get("first"),
+        estimate=estimate,
         fast_path_check=fast_path_check,
     )
 

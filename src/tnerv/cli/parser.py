@@ -118,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("demo", help="compress and decode a bundled sample clip (about 4 minutes)")
+    p = sub.add_parser("demo", help="compress and decode a bundled sample clip (encoding takes --time, 3 minutes by default)")
     p.add_argument("--out", help="folder for the outputs (default: runs/demo-<time>)")
     p.add_argument("--frames", type=_positive_int, default=32)
     length = p.add_mutually_exclusive_group()

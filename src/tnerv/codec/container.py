@@ -89,7 +89,7 @@ def _coded(name: str, symbols: np.ndarray, table_for: TableFor) -> tuple[int, np
     if symbols.size == 0:  # every weight pruned: one symbol's table, no payload
         return 0, np.array([1 << PRECISION], dtype=np.uint32), b""
     qmin, counts = table_for(name, symbols)
-    if symbols.size and (symbols.min() < qmin or symbols.max() >= qmin + len(counts)):
+    if symbols.min() < qmin or symbols.max() >= qmin + len(counts):
         raise ValueError("its frequency table does not cover its symbols")
     return qmin, counts, encode_symbols(symbols, qmin, counts)
 
