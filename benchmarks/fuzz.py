@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import gc
 import json
 import math
 import re
@@ -631,7 +630,11 @@ def _status(key: str) -> int:
     return int(re.search(rf"{key}:\s+(\d+) kB", Path("/proc/self/status").read_text()).group(1)) * 1024
 
 
-def _worker(connection, folder: str, case: Callable[..., str]) -> None:
+def _worker(connection, folder: str, case: Callable[..., str], warm: tuple[str, ...]) -> None:
+    torch.set_num_threads(1)  # as the reference frames were decoded (see fuzz)
+    for path in warm:  # kernels and thread pools start once, before any case is measured
+        decoded_float(Path(path))
+    connection.send("ready")
     while True:
         job = connection.recv()
         if job is None:
@@ -652,26 +655,27 @@ def cpu_seconds(pid: int) -> float:
 
 
 class Worker:
-    """A worker process that runs cases one at a time; restarted after an abort or a hang."""
+    """A worker process that runs cases one at a time; restarted after an abort or a hang. It is a fresh
+    interpreter (spawned), as `tnerv decode` is, that has decoded the `warm` files once: a fork would inherit
+    its parent's heap, and with it the parent's allocator state (a fork of a test suite measured the same
+    HiNeRV frame bomb at 257-275 MiB of growth, a fork of a small script at 146-176 MiB, a fresh warm
+    interpreter at 130-141 MiB)."""
 
-    def __init__(self, folder: Path, case: Callable[..., str] = run_case):
+    def __init__(self, folder: Path, case: Callable[..., str] = run_case, warm: tuple[Path, ...] = ()):
         self.folder = folder
         self.case = case
-        self.context = mp.get_context("fork")
+        self.warm = tuple(str(path) for path in warm)
+        self.context = mp.get_context("spawn")
         self._start()
 
     def _start(self) -> None:
         self.connection, child = self.context.Pipe()
-        self.process = self.context.Process(target=_worker, args=(child, str(self.folder), self.case), daemon=True)
-        # The worker is a fork of this process: a collection in it can walk (and so copy) every object it
-        # inherited, growing its resident size with the parent's heap (a test suite's, gigabytes) rather than
-        # with the case; frozen objects are left out of the child's collections. (One frame-bomb counted over
-        # cap in a full suite and never alone; that this was the cause was not isolated.)
-        gc.freeze()
-        try:
-            self.process.start()
-        finally:
-            gc.unfreeze()
+        self.process = self.context.Process(
+            target=_worker, args=(child, str(self.folder), self.case, self.warm), daemon=True)
+        self.process.start()
+        child.close()
+        if self.connection.recv() != "ready":  # its start-up is not timed as a case
+            raise RuntimeError("the fuzz worker did not start")
 
     def run(self, data: bytes, reference: torch.Tensor, crafted: bool, timeout: float) -> str:
         """The outcome of one case, "abort" if the worker died, "hang" if it used more than `timeout`
@@ -717,7 +721,7 @@ def _fuzz(n: int, rng: random.Random, kinds: tuple[str, ...], timeout: float, pr
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         seeds, foreign = make_seeds(folder)
-        worker = Worker(folder)
+        worker = Worker(folder, warm=tuple(folder / f"{model}-0.tnrv" for model in SEED_MODELS))
         counts: dict[str, Counter] = {kind: Counter() for kind in kinds}
         examples = []
         started = time.time()

@@ -1,7 +1,7 @@
 """A .tnrv file from anywhere never crashes the decoder: damaged and crafted files are refused in one
 line (benchmarks/fuzz.py, a few hundred of each kind), and what the format binds is checked directly."""
 
-import importlib.util
+import functools
 import json
 import struct
 import sys
@@ -15,9 +15,9 @@ from tnerv.cli import main
 from tnerv.codec.bitstream import BitstreamError, unpack
 from tnerv.decode import decode_frames, inspect_file
 
-_spec = importlib.util.spec_from_file_location("fuzz", Path(__file__).parents[1] / "benchmarks" / "fuzz.py")
-fuzz = sys.modules["fuzz"] = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(fuzz)
+# Importable by name, as the fuzzer's spawned worker imports it (and this module, for the cases below).
+sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+import fuzz  # noqa: E402
 
 PER_KIND = 25  # 25 x 20 kinds: 500 mutants (benchmarks/fuzz.py 10000 for the full count)
 
@@ -49,11 +49,9 @@ def _with_step(data: bytes, index: int, step: float) -> bytes:
     return fuzz.frame_sections(header, header_body, bodies)
 
 
-def _sleeps(seconds):
-    def case(data, reference, crafted, folder):
-        time.sleep(seconds)
-        return "refused"
-    return case
+def _sleeps(seconds, data, reference, crafted, folder):
+    time.sleep(seconds)
+    return "refused"
 
 
 def _spins(data, reference, crafted, folder):
@@ -65,10 +63,10 @@ def test_a_hang_is_cpu_time_not_a_busy_machines_wall_clock(tmp_path, monkeypatch
     """A case that waits (as every case does on a busy machine) past the timeout without using CPU is
     not a hang; one that waits past WALL_FACTOR times it is (a deadlock uses no CPU), and so is one that
     keeps computing past it. Before, a case was a hang whenever its wall-clock time passed the timeout."""
-    waits = fuzz.Worker(tmp_path, _sleeps(1.0))
+    waits = fuzz.Worker(tmp_path, functools.partial(_sleeps, 1.0))
     assert waits.run(b"", None, True, timeout=0.3) == "refused"
     waits.close()
-    stuck = fuzz.Worker(tmp_path, _sleeps(60))
+    stuck = fuzz.Worker(tmp_path, functools.partial(_sleeps, 60))
     assert stuck.run(b"", None, True, timeout=0.2) == "hang"  # by the wall-clock rule: 2 s
     monkeypatch.setattr(fuzz, "WALL_FACTOR", 60)  # the wall-clock rule would wait 30 s
     spins = fuzz.Worker(tmp_path, _spins)
@@ -183,6 +181,24 @@ def test_the_memory_cap_refuses_in_one_line(seeds, tmp_path, capsys):
     assert not (tmp_path / "frames").exists()
     assert main(["decode", str(path), "-o", str(tmp_path / "frames"), "--max-memory", "1G"]) == 0
     assert len(list((tmp_path / "frames").glob("*.png"))) == fuzz.FRAMES
+
+
+def test_a_decode_past_the_cap_is_counted_over_cap(seeds, tmp_path, monkeypatch):
+    """The fuzzer's "over cap" can happen: a T-NeRV frame bomb (frames 16x larger) that the decoder's cost
+    check refuses is counted over cap once that check is switched off (its decode then grows far past
+    the fuzzer's 256 MiB)."""
+    _, originals, _ = seeds
+    seed = originals[0]
+    header, _, bodies = fuzz.parts(seed.data)
+    c, v = header["config"], header["video"]
+    header, bodies = fuzz.with_config(header, list(bodies), {"height": c["height"] * 16, "width": c["width"] * 16},
+                                      {"height": v["height"] * 16, "width": v["width"] * 16})
+    bomb = fuzz.frame_sections(header, json.dumps(header, separators=(",", ":")).encode(), bodies)
+    assert seed.model == "tnerv" and fuzz.run_case(bomb, seed.frames, True, tmp_path) == "refused"
+    import tnerv.decode as decode
+
+    monkeypatch.setattr(decode, "check_cost", lambda *args: None)
+    assert fuzz.run_case(bomb, seed.frames, True, tmp_path) == "over cap"
 
 
 def test_the_decoded_frames_of_a_seed_are_its_own(seeds):
