@@ -12,7 +12,7 @@ from tnerv.compress import encode_video
 from tnerv.errors import TnervError
 from tnerv.models import create_model, load_preset
 from tnerv.runs import VideoSpec
-from tnerv.time_budget import REPLAN_MARGIN, Budget, Costs, format_duration, parse_duration
+from tnerv.time_budget import REPLAN_MARGIN, Budget, Costs, StepClock, format_duration, parse_duration
 from tnerv.train import CHECKPOINT, TrainConfig, fit
 
 
@@ -85,7 +85,8 @@ def test_a_fit_with_a_budget_ends_on_time_with_its_plan_in_the_checkpoint(tiny_c
 
 def test_a_resumed_budget_fit_trains_to_the_epochs_it_planned(tiny_clip, tmp_path, monkeypatch):
     # The plan made after the first steps is 5 epochs (fixed here, not timed); the recipe says 200.
-    monkeypatch.setattr(Budget, "first_plan", lambda self, elapsed, costs: (5, "planned 5 epochs"))
+    monkeypatch.setattr(Budget, "first_plan", lambda self, elapsed, costs, done: (5, "planned 5 epochs"))
+    monkeypatch.setattr(StepClock, "ready", lambda self: len(self.durations) >= 2)  # planned in the first epoch
     config = TrainConfig(epochs=200, batch_size=4, eval_every=50, checkpoint_every=1, time_budget=600.0)
 
     def stop(epoch: int) -> None:
@@ -95,13 +96,27 @@ def test_a_resumed_budget_fit_trains_to_the_epochs_it_planned(tiny_clip, tmp_pat
     with pytest.raises(KeyboardInterrupt):
         fit(tiny_nerv(tiny_clip), tiny_clip, config, tmp_path, progress=False, on_epoch_end=stop)
     assert torch.load(tmp_path / CHECKPOINT, weights_only=False)["train_config"]["epochs"] == 5
-    monkeypatch.setattr(Budget, "first_plan", lambda self, elapsed, costs: pytest.fail("a resume planned again"))
+    monkeypatch.setattr(Budget, "first_plan", lambda self, elapsed, costs, done: pytest.fail("a resume planned again"))
     resumed = fit(tiny_nerv(tiny_clip), tiny_clip, config, tmp_path, resume=True, progress=False)
     assert resumed.epochs == 5 and [e["epoch"] for e in resumed.history] == [1, 2, 3, 4, 5]
 
 
+def _clock(*durations: float) -> StepClock:
+    clock = StepClock()
+    clock.durations = list(durations)
+    return clock
+
+
+def test_the_clock_times_a_second_of_steps_at_least():
+    assert not _clock(*[0.008] * 20).ready()  # a first epoch of tiny steps: 0.15 s, a pause away from 2x
+    assert _clock(*[0.008] * 130).ready()  # past a second, across epochs
+    assert _clock(0.1, *[0.06] * 20).ready() and not _clock(0.1, *[0.06] * 19).ready()  # 20 timed steps (1.2 s)
+    assert _clock(5.0, 1.5, 1.5).ready() is False and _clock(5.0, 1.5, 1.5, 1.5).ready()  # 3 steps of 3 s or more
+    assert _clock(9.0, 0.01, 0.01, 0.01).seconds_per_step() == pytest.approx(0.01)  # the first step left out
+
+
 def test_the_estimate_after_the_first_steps_is_within_a_quarter_of_the_total(tiny_clip):
-    result = fit(tiny_nerv(tiny_clip), tiny_clip, TrainConfig(epochs=40, batch_size=1, eval_every=40), progress=False)
+    result = fit(tiny_nerv(tiny_clip), tiny_clip, TrainConfig(epochs=80, batch_size=1, eval_every=40), progress=False)
     assert 0.75 <= result.estimate["seconds"] / result.seconds <= 1.25, (result.estimate, result.seconds)
 
 

@@ -488,9 +488,9 @@ def fit(
         # Each process times its own steps: rank 0's plan is every rank's (torchrun).
         return int(broadcast_from_main(torch.tensor([epochs], device=device)).item())
 
-    def first_costs(clock: StepClock, items: int) -> Costs:
+    def first_costs(clock: StepClock, items: int, timed_eval: float | None) -> Costs:
         step = clock.seconds_per_step()
-        evaluation = first_eval_seconds(step, config.batch_size, items)
+        evaluation = timed_eval if timed_eval is not None else first_eval_seconds(step, config.batch_size, items)
         return Costs(step, evaluation, plan.steps_per_epoch, config.eval_every)
 
     def attempt(resume: bool) -> tuple[QualityReport | None, list[dict[str, Any]], dict[str, Any] | None]:
@@ -566,6 +566,7 @@ def fit(
             unit="step", dynamic_ncols=True,
         )
         clock, costs = StepClock(), None
+        timed_eval = None  # an evaluation's seconds, once one has run
         report = None
         try:
             epoch = start_epoch
@@ -591,14 +592,14 @@ def fit(
                     epoch_loss += sum_over_ranks(loss.detach() * len(idx) * (weight > 0)).item()
                     bar.update(1)
                     clock.tick()
-                    if costs is None and clock.ready(steps_per_epoch):
-                        costs = first_costs(clock, items)
-                        if epoch == 0 and not resume:
+                    if costs is None and clock.ready():
+                        costs = first_costs(clock, items, timed_eval)
+                        if not resume:
                             elapsed = time.time() - started
-                            planned, line = budget.first_plan(elapsed, costs)
+                            planned, line = budget.first_plan(elapsed, costs, epoch)
                             planned = agreed(planned)
                             tell(line)
-                            estimate = {"seconds": elapsed + costs.seconds(planned), "epochs": planned,
+                            estimate = {"seconds": elapsed + costs.seconds(planned, epoch), "epochs": planned,
                                         "step_seconds": costs.step_seconds, "said": line}
                             plan.set(planned)
                             bar.total = plan.total_steps
@@ -621,8 +622,9 @@ def fit(
                 if done % config.eval_every == 0 or done == plan.epochs:
                     evaluating = time.time()
                     report = evaluate(model, frames, config.eval_batch_size)
+                    timed_eval = time.time() - evaluating
                     if costs is not None:
-                        costs.eval_seconds = time.time() - evaluating
+                        costs.eval_seconds = timed_eval
                     entry.update(psnr=report.psnr, ms_ssim=report.ms_ssim)
                     bar.set_postfix(epoch=done, loss=f"{entry['loss']:.4f}", psnr=f"{report.psnr:.2f}")
                 else:
