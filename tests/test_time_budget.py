@@ -120,6 +120,33 @@ def test_the_estimate_after_the_first_steps_is_within_a_quarter_of_the_total(tin
     assert 0.75 <= result.estimate["seconds"] / result.seconds <= 1.25, (result.estimate, result.seconds)
 
 
+def test_a_model_that_passes_over_the_video_first_says_what_the_fit_expects_before_its_first_step(
+        tiny_clip, capsys):
+    """T-NeRV fills its buffer of independent frames before training (on bikes, a default encode's first
+    two silent minutes): after the pass's first chunk, a bar and what the fit expects, from that chunk's time."""
+    from test_tnerv import TINY
+
+    from tnerv.models.tnerv import TNeRVConfig
+
+    torch.manual_seed(0)
+    fit(create_model("tnerv", TNeRVConfig(**TINY)), tiny_clip, TrainConfig(epochs=3, batch_size=2, eval_every=3))
+    err = capsys.readouterr().err
+    said = next(line for line in err.splitlines() if "frames through the model" in line)
+    assert said.startswith("tnerv: preparing: 8 frames through the model, about ") and "then 3 epochs of 4 steps" in said
+    assert "roughly" in said and "forward passes" in said
+    assert err.index("frames through the model") < err.index("/12 [")  # before the training bar starts
+    fit(tiny_nerv(tiny_clip), tiny_clip, TrainConfig(epochs=1, batch_size=2, eval_every=1))
+    assert "frames through the model" not in capsys.readouterr().err  # NeRV makes no such pass
+
+
+def test_a_provisional_estimate_decides_nothing():
+    costs = Costs(step_seconds=1.0, eval_seconds=0.0, steps_per_epoch=10, eval_every=10)
+    budget = Budget(seconds=100, recipe_epochs=300, recipe_first=True)
+    line = budget.provisional(0.0, costs)  # the recipe: 3000 s, within an hour
+    assert line.startswith("300 epochs") and "roughly 50.0 min" in line and "about" not in line and budget.active
+    assert budget.first_plan(0.0, costs)[0] == 300 and not budget.active
+
+
 def test_time_and_epochs_together_are_refused_in_one_line(capsys, tmp_path):
     for extra, message in ((["--time", "5s", "--epochs", "3"], "not allowed with"), (["--time", "ten"], "not a duration")):
         code = main(["fit", "bikes", "--frames", "4", "--out", str(tmp_path / "x"), *extra])

@@ -26,6 +26,10 @@ MIN_CLOCKED, MAX_CLOCKED, CLOCKED_SECONDS, MIN_CLOCKED_SECONDS = 3, 20, 3.0, 1.0
 # An evaluation's time per frame, as a share of a training step's time per frame, until one is timed: an
 # assumption (a forward pass without the backward one, plus the metrics), replaced by the first timed evaluation.
 EVAL_SHARE = 0.5
+# A training step's time per item, in forward passes of one item (a backward pass costs about two): the
+# assumption of the estimate made during a model's pass over the video before training, before any step is
+# timed; the estimate after the first steps replaces it.
+STEP_FORWARDS = 3.0
 # With no --epochs and no --time, `tnerv encode` keeps the recipe when it takes at most this long here...
 RECIPE_LIMIT = 3600.0
 # ...and otherwise trains for this long (the default budget, stated in the README and in its first line).
@@ -144,19 +148,27 @@ class Budget:
     def first_plan(self, elapsed: float, costs: Costs, done: int = 0) -> tuple[int, str]:
         """The epochs to train, and the line that says what they cost here, from the first steps' costs,
         timed while `done` epochs had run."""
+        epochs, line, keeps_recipe = self._decide(elapsed, costs, done)
+        self.active = self.active and not keeps_recipe
+        return epochs, line
+
+    def provisional(self, elapsed: float, costs: Costs) -> str:
+        """What the fit expects before any step is timed, from costs assumed (`STEP_FORWARDS`); decides nothing."""
+        return self._decide(elapsed, costs, 0)[1].replace("about", "roughly")
+
+    def _decide(self, elapsed: float, costs: Costs, done: int) -> tuple[int, str, bool]:
         recipe = elapsed + costs.seconds(self.recipe_epochs, done)
         cost = (f"{self.recipe_epochs} epochs of {costs.steps_per_epoch} steps at {costs.step_seconds:.3g} s a step, "
                 f"with their evaluations: about {format_duration(recipe)} here")
         if self.seconds is None or (self.recipe_first and recipe <= RECIPE_LIMIT):
-            self.active = False
-            return self.recipe_epochs, cost
+            return self.recipe_epochs, cost, True
         epochs = costs.epochs_within(self.left(elapsed, costs), done)
         within = f"{epochs} epochs (about {format_duration(elapsed + costs.seconds(epochs, done))} here)"
         if self.recipe_first:
             return epochs, (f"the recipe's {cost}, more than {format_duration(RECIPE_LIMIT)}: training for "
                             f"{format_duration(self.seconds)} instead, {within}; --epochs {self.recipe_epochs} asks for "
-                            "the recipe, --time for another budget")
-        return epochs, f"--time {format_duration(self.seconds)}: {within}; the recipe's {cost}"
+                            "the recipe, --time for another budget"), False
+        return epochs, f"--time {format_duration(self.seconds)}: {within}; the recipe's {cost}", False
 
     def left(self, elapsed: float, costs: Costs) -> float:
         """Seconds the fit may still spend, the reserve for what follows it kept."""

@@ -28,11 +28,11 @@ from tqdm.auto import tqdm
 from tnerv.errors import TnervError
 from tnerv.files import write_with
 from tnerv.metrics import QualityReport, ms_ssim, ms_ssim_for_loss, psnr, ssim
-from tnerv.models.base import TrainingStage, VideoINR
+from tnerv.models.base import PassProgress, TrainingStage, VideoINR
 from tnerv.models.execution import FP32, ExecutionPath, candidate_paths, native_bf16
 from tnerv.models.layers import at_least_float32
 from tnerv.models.nnpack import available as nnpack_available
-from tnerv.time_budget import Budget, Costs, StepClock, first_eval_seconds
+from tnerv.time_budget import STEP_FORWARDS, Budget, Costs, StepClock, first_eval_seconds, format_duration
 from tnerv.parallel import broadcast_from_main, init_from_environment, local_rank, rank_and_size, shard, sum_over_ranks
 from tnerv.video import Padding
 
@@ -493,6 +493,31 @@ def fit(
         evaluation = timed_eval if timed_eval is not None else first_eval_seconds(step, config.batch_size, items)
         return Costs(step, evaluation, plan.steps_per_epoch, config.eval_every)
 
+    def pass_progress(items: int, steps_per_epoch: int) -> PassProgress:
+        """A bar for a model's pass over the video before training; after its first chunk, what the fit
+        expects to cost, from that chunk's time (`Budget.provisional`)."""
+        began, bar = time.time(), None
+
+        def told(done: int, total: int) -> None:
+            nonlocal bar
+            if bar is None:
+                bar = tqdm(total=total, unit="frame", desc="preparing", disable=not (progress and writes),
+                           dynamic_ncols=True)
+                bar.start_t = began  # its rate and time left count the chunk just done
+                per_frame = (time.time() - began) / done
+                step = STEP_FORWARDS * per_frame / model.training_items() * config.batch_size
+                costs = Costs(step, first_eval_seconds(step, config.batch_size, items), steps_per_epoch,
+                              config.eval_every)
+                expected = budget.provisional(time.time() - started + per_frame * (total - done), costs)
+                tell(f"preparing: {total} frames through the model, about {format_duration(per_frame * total)} "
+                     f"here; then {expected} (a training step taken as {STEP_FORWARDS:g} forward passes until "
+                     "the first steps are timed)")
+            bar.update(done - bar.n)
+            if done == total:
+                bar.close()
+
+        return told
+
     def attempt(resume: bool) -> tuple[QualityReport | None, list[dict[str, Any]], dict[str, Any] | None]:
         """One fit from the current weights: (final report, history, None), or (None, history,
         verdict) when it collapsed and a restart is left."""
@@ -535,7 +560,7 @@ def fit(
         else:
             if progress and writes:
                 tqdm.write("tnerv: preparing the fit (the model's first passes over the video)", file=sys.stderr)
-            model.on_fit_start(all_idx, frames)
+            model.on_fit_start(all_idx, frames, pass_progress(items, steps_per_epoch))
 
         # Every rank holds the whole model; DistributedDataParallel averages the ranks' gradients. Buffers
         # are not broadcast: per-frame state (the frame buffer) is kept consistent by the models themselves.

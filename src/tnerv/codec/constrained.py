@@ -18,7 +18,7 @@ from tnerv.codec.quantize import LearnedQuantizer, QuantizedTensor
 from tnerv.codec.settings import ENTROPY_CONSTRAINED, PHASE_START
 from tnerv.codec.wrapper import CompressionWrapper, module_key
 from tnerv.errors import TnervError
-from tnerv.models.base import FrameSource, VideoINR
+from tnerv.models.base import FrameSource, PassProgress, VideoINR
 
 
 class EntropyConstrained(CompressionWrapper):
@@ -61,8 +61,8 @@ class EntropyConstrained(CompressionWrapper):
 
     # --- training ---------------------------------------------------------------------------------
 
-    def on_fit_start(self, frame_idx: Tensor, frames: FrameSource) -> None:
-        super().on_fit_start(frame_idx, frames)
+    def on_fit_start(self, frame_idx: Tensor, frames: FrameSource, progress: PassProgress | None = None) -> None:
+        super().on_fit_start(frame_idx, frames, progress)
         # Latent quantisers start from the latents' actual range, known only now.
         state = self.model.transmitted_state()
         for name in self.model.latent_names:

@@ -19,7 +19,7 @@ from torch.func import functional_call
 
 from tnerv.codec.entropy import counts_from_symbols
 from tnerv.codec.quantize import QuantizedTensor
-from tnerv.models.base import ENCODER, FrameSource, VideoINR
+from tnerv.models.base import ENCODER, FrameSource, PassProgress, VideoINR
 
 
 def module_key(name: str) -> str:
@@ -89,8 +89,8 @@ class CompressionWrapper(VideoINR):
     def prepare_export(self, frames: FrameSource) -> None:
         self.model.prepare_export(frames)
 
-    def on_fit_start(self, frame_idx: Tensor, frames: FrameSource) -> None:
-        self.model.on_fit_start(frame_idx, frames)
+    def on_fit_start(self, frame_idx: Tensor, frames: FrameSource, progress: PassProgress | None = None) -> None:
+        self.model.on_fit_start(frame_idx, frames, progress)
 
     def after_step(self, frame_idx: Tensor, outputs: dict[str, Tensor]) -> None:
         self.model.after_step(frame_idx, outputs)

@@ -26,6 +26,9 @@ INTERNAL_BATCH = 8
 FrameSource = Callable[[Tensor], Tensor]
 """Maps frame indices (B,) to frames (B, 3, H, W) float in [0, 1]; content-adaptive models need it."""
 
+PassProgress = Callable[[int, int], None]
+"""Told (frames done, frames in all) after each chunk of a pass that a model makes over the video before training."""
+
 
 @dataclass(frozen=True)
 class TrainingStage:
@@ -214,8 +217,9 @@ class VideoINR(nn.Module):
         """Called by `fit` before training starts or resumes, with the video being fitted (models
         whose encoders read other frames than the batch's keep a reference)."""
 
-    def on_fit_start(self, frame_idx: Tensor, frames: FrameSource) -> None:
-        """Called once before the first epoch (models with state derived from the video use it)."""
+    def on_fit_start(self, frame_idx: Tensor, frames: FrameSource, progress: PassProgress | None = None) -> None:
+        """Called once before the first epoch (models with state derived from the video use it); a pass over
+        the video tells `progress` after each chunk."""
 
     def after_step(self, frame_idx: Tensor, outputs: dict[str, Tensor]) -> None:
         """Called after each optimiser step (models with per-frame buffers update them here)."""

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from tnerv.errors import TnervError
-from tnerv.models.base import ENCODER, INTERNAL_BATCH, FrameSource
+from tnerv.models.base import ENCODER, INTERNAL_BATCH, FrameSource, PassProgress
 
 
 class EncodedEmbeddings:
@@ -122,9 +122,9 @@ class EncodedEmbeddings:
         return counts
 
     @torch.no_grad()
-    def on_fit_start(self, frame_idx: Tensor, frames: FrameSource) -> None:
+    def on_fit_start(self, frame_idx: Tensor, frames: FrameSource, progress: PassProgress | None = None) -> None:
         self.remember_frames(frames)
-        super().on_fit_start(frame_idx, frames)
+        super().on_fit_start(frame_idx, frames, progress)
 
     def after_step(self, frame_idx: Tensor, outputs: dict[str, Tensor]) -> None:
         if self.with_encoder:

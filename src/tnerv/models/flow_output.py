@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from tnerv.errors import TnervError
-from tnerv.models.base import INTERNAL_BATCH, FrameSource
+from tnerv.models.base import INTERNAL_BATCH, FrameSource, PassProgress
 from tnerv.parallel import gather_rows
 
 BUFFER_DTYPES = {
@@ -85,16 +85,20 @@ class FlowGuidedOutput:
         return loss
 
     @torch.no_grad()
-    def on_fit_start(self, frame_idx: Tensor, frames: FrameSource) -> None:
+    def on_fit_start(self, frame_idx: Tensor, frames: FrameSource, progress: PassProgress | None = None) -> None:
         """Fills the buffer of independent frames before the first epoch."""
-        super().on_fit_start(frame_idx, frames)
+        super().on_fit_start(frame_idx, frames, progress)
         if self.aggregator is None:
             return
         device, c = _device_of(self), self.config
         dtype = BUFFER_DTYPES[c.buffer_dtype]
         self.frame_buffer = torch.zeros(c.num_frames, 3, c.height, c.width, dtype=dtype, device=device)
+        done = 0
         for chunk in frame_idx.to(device).split(INTERNAL_BATCH):
             self.frame_buffer[chunk] = self.decode_independent(chunk, None, frames)[0].to(dtype)
+            done += len(chunk)
+            if progress:
+                progress(done, len(frame_idx))
 
     def _store(self, frame_idx: Tensor, independent: Tensor) -> None:
         """Writes a training step's independent frames (detached) into the buffer: those of every
