@@ -8,7 +8,10 @@ import numpy as np
 import pytest
 from av.video.frame import PictureType
 
-from tnerv.anchors import ANCHOR_CODECS, DEFAULT_CRFS, anchor_curve, anchor_label, anchor_outputs, check_crfs, encode_anchor
+from tnerv.anchors import (
+    ANCHOR_CODECS, DEFAULT_CRFS, AnchorResult, anchor_curve, anchor_label, anchor_outputs, bpp_at_psnr, check_crfs,
+    encode_anchor,
+)
 from tnerv.bench.display import display_of
 from tnerv.cli import build_parser, main
 from tnerv.errors import TnervError
@@ -244,3 +247,15 @@ def test_cli_codec_choices_match_the_library():
     codec = next(a for a in anchor._actions if a.dest == "codec")
     assert sorted(codec.choices) == sorted(ANCHOR_CODECS)
     assert tuple(next(a for a in anchor._actions if a.dest == "crf").default) == DEFAULT_CRFS
+
+
+def _point(crf: int, bpp: float, psnr: float) -> AnchorResult:
+    return AnchorResult("x265", crf, "veryslow", "yuv420p", "bt601", 8, 32, 64, 0, bpp, psnr, 0.9, "", 1.0, 1.0)
+
+
+def test_the_anchor_bpp_at_a_psnr_is_log_interpolated_on_its_curve():
+    curve = [_point(37, 0.01, 28.0), _point(22, 0.16, 36.0), _point(27, 0.04, 32.0)]  # in any order
+    assert bpp_at_psnr(curve, 30.0) == pytest.approx(0.02)  # the geometric mean of 0.01 and 0.04, not 0.025
+    assert bpp_at_psnr(curve, 36.0) == pytest.approx(0.16) and bpp_at_psnr(curve, 28.0) == pytest.approx(0.01)
+    assert bpp_at_psnr(curve, 27.9) is None and bpp_at_psnr(curve, 36.1) is None  # no extrapolation
+    assert bpp_at_psnr(curve[:1], 28.0) == pytest.approx(0.01) and bpp_at_psnr([], 30.0) is None

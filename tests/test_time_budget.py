@@ -13,7 +13,7 @@ from tnerv.errors import TnervError
 from tnerv.models import create_model, load_preset
 from tnerv.runs import VideoSpec
 from tnerv.time_budget import REPLAN_MARGIN, Budget, Costs, StepClock, format_duration, parse_duration
-from tnerv.train import CHECKPOINT, TrainConfig, fit
+from tnerv.train import CHECKPOINT, TrainConfig, collapse_check_epoch, fit
 
 
 def tiny_nerv(frames: torch.Tensor):
@@ -39,6 +39,13 @@ def test_the_plan_is_the_most_epochs_that_fit():
     assert costs.epochs_within(320) == 3 and costs.epochs_within(419.9) == 3 and costs.epochs_within(420) == 4
     assert costs.seconds(12, from_epoch=10) == 200 + 10  # two epochs and the final evaluation
     assert costs.epochs_within(1, from_epoch=5) == 6  # at least one more epoch
+    # Given the check's epoch, the check costs an evaluation only where none is scheduled.
+    checked = Costs(step_seconds=1.0, eval_seconds=10.0, steps_per_epoch=100, eval_every=10,
+                    check_epoch=collapse_check_epoch)
+    assert checked.seconds(1) == 110  # the check is the final evaluation
+    assert checked.seconds(4) == 420 and checked.seconds(5) == 520  # at epoch 1, and at 2: of its own
+    assert checked.seconds(5, from_epoch=1) == 420 and checked.seconds(5, from_epoch=2) == 310  # ahead; behind
+    assert checked.seconds(40) == 4040  # at epoch 10, a scheduled evaluation
 
 
 def test_the_recipe_is_kept_when_it_fits_and_a_budget_fills_itself():

@@ -21,6 +21,7 @@ a 32-byte file header and a 12-byte header per frame on top of exactly the same 
 from __future__ import annotations
 
 import io
+import math
 import os
 import time
 from collections.abc import Iterable
@@ -281,3 +282,14 @@ def anchor_curve(
     if not crfs:
         raise TnervError("give at least one CRF")
     return [encode_anchor(frames, codec, crf, **kwargs)[0] for crf in crfs]
+
+
+def bpp_at_psnr(curve: Iterable[AnchorResult], psnr: float) -> float | None:
+    """The anchor's bpp at a PSNR, interpolated on its curve (log bpp linear in PSNR between the two
+    encodes around it, as the Bjontegaard rate is integrated); None outside the curve's PSNR range."""
+    points = sorted((r.psnr, math.log(r.bpp)) for r in curve)
+    for (low_psnr, low_rate), (high_psnr, high_rate) in zip(points, points[1:]):
+        if low_psnr <= psnr <= high_psnr and high_psnr > low_psnr:
+            share = (psnr - low_psnr) / (high_psnr - low_psnr)
+            return math.exp(low_rate + share * (high_rate - low_rate))
+    return next((math.exp(rate) for p, rate in points if p == psnr), None)

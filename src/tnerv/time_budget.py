@@ -13,6 +13,7 @@ import math
 import re
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from tnerv.errors import TnervError
@@ -26,10 +27,13 @@ MIN_CLOCKED, MAX_CLOCKED, CLOCKED_SECONDS, MIN_CLOCKED_SECONDS = 3, 20, 3.0, 1.0
 # An evaluation's time per frame, as a share of a training step's time per frame, until one is timed: an
 # assumption (a forward pass without the backward one, plus the metrics), replaced by the first timed evaluation.
 EVAL_SHARE = 0.5
-# A training step's time per item, in forward passes of one item (a backward pass costs about two): the
-# assumption of the estimate made during a model's pass over the video before training, before any step is
-# timed; the estimate after the first steps replaces it.
-STEP_FORWARDS = 3.0
+# An evaluation's time, as a share of a model's pass over the video before training, where it made one
+# (the same forward passes, plus the metrics): measured once, T-NeRV on bikes, 60.4 s against 50.3 s.
+EVAL_PER_PASS = 1.2
+# A training step's time per item, in forward passes of one item: the assumption of the estimate made
+# during a model's pass over the video before training, before any step is timed (the estimate after the
+# first steps replaces it). Measured once: T-NeRV on bikes, a 1.39 s step against 0.28-0.31 s a frame.
+STEP_FORWARDS = 4.5
 # With no --epochs and no --time, `tnerv encode` keeps the recipe when it takes at most this long here...
 RECIPE_LIMIT = 3600.0
 # ...and otherwise trains for this long (the default budget, stated in the README and in its first line).
@@ -102,18 +106,25 @@ class StepClock:
 
 @dataclass
 class Costs:
-    """What a fit costs here: a training step, an evaluation, and the layout of its epochs."""
+    """What a fit costs here: a training step, an evaluation, and the layout of its epochs; `check_epoch`
+    gives the epoch of the collapse check of a plan of so many epochs (`tnerv.train.collapse_check_epoch`)."""
 
     step_seconds: float
     eval_seconds: float
     steps_per_epoch: int
     eval_every: int
+    check_epoch: Callable[[int], int] | None = None  # None: the check always costs an evaluation of its own
 
     def seconds(self, epochs: int, from_epoch: int = 0) -> float:
-        """The seconds of epochs from_epoch + 1 .. epochs with their evaluations: every eval_every epochs,
-        at the end, and (from the start) the collapse check's, counted whether or not it falls on one."""
+        """The seconds of epochs from_epoch + 1 .. epochs with their evaluations: every eval_every epochs, at
+        the end, and the collapse check's where it falls on none of these (counted if it is still ahead)."""
         k = self.eval_every
-        evals = epochs // k - from_epoch // k + (epochs % k != 0) + (from_epoch == 0)
+        evals = epochs // k - from_epoch // k + (epochs % k != 0)
+        check = self.check_epoch(epochs) if self.check_epoch else None
+        if check is None:
+            evals += from_epoch == 0
+        elif from_epoch < check < epochs and check % k != 0:
+            evals += 1
         return max(epochs - from_epoch, 0) * self.steps_per_epoch * self.step_seconds + evals * self.eval_seconds
 
     def epochs_within(self, seconds: float, from_epoch: int = 0) -> int:

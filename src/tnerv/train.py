@@ -32,7 +32,7 @@ from tnerv.models.base import PassProgress, TrainingStage, VideoINR
 from tnerv.models.execution import FP32, ExecutionPath, candidate_paths, native_bf16
 from tnerv.models.layers import at_least_float32
 from tnerv.models.nnpack import available as nnpack_available
-from tnerv.time_budget import STEP_FORWARDS, Budget, Costs, StepClock, first_eval_seconds, format_duration
+from tnerv.time_budget import EVAL_PER_PASS, STEP_FORWARDS, Budget, Costs, StepClock, first_eval_seconds, format_duration
 from tnerv.parallel import broadcast_from_main, init_from_environment, local_rank, rank_and_size, shard, sum_over_ranks
 from tnerv.video import Padding
 
@@ -488,10 +488,13 @@ def fit(
         # Each process times its own steps: rank 0's plan is every rank's (torchrun).
         return int(broadcast_from_main(torch.tensor([epochs], device=device)).item())
 
+    timed_pass: float | None = None  # the seconds of a model's pass over the video before training, if it made one
+
     def first_costs(clock: StepClock, items: int, timed_eval: float | None) -> Costs:
         step = clock.seconds_per_step()
-        evaluation = timed_eval if timed_eval is not None else first_eval_seconds(step, config.batch_size, items)
-        return Costs(step, evaluation, plan.steps_per_epoch, config.eval_every)
+        evaluation = (timed_eval if timed_eval is not None else EVAL_PER_PASS * timed_pass if timed_pass is not None
+                      else first_eval_seconds(step, config.batch_size, items))
+        return Costs(step, evaluation, plan.steps_per_epoch, config.eval_every, collapse_check_epoch)
 
     def pass_progress(items: int, steps_per_epoch: int) -> PassProgress:
         """A bar for a model's pass over the video before training; after its first chunk, what the fit
@@ -499,15 +502,15 @@ def fit(
         began, bar = time.time(), None
 
         def told(done: int, total: int) -> None:
-            nonlocal bar
+            nonlocal bar, timed_pass
             if bar is None:
                 bar = tqdm(total=total, unit="frame", desc="preparing", disable=not (progress and writes),
                            dynamic_ncols=True)
                 bar.start_t = began  # its rate and time left count the chunk just done
                 per_frame = (time.time() - began) / done
                 step = STEP_FORWARDS * per_frame / model.training_items() * config.batch_size
-                costs = Costs(step, first_eval_seconds(step, config.batch_size, items), steps_per_epoch,
-                              config.eval_every)
+                costs = Costs(step, EVAL_PER_PASS * per_frame * total, steps_per_epoch, config.eval_every,
+                              collapse_check_epoch)
                 expected = budget.provisional(time.time() - started + per_frame * (total - done), costs)
                 tell(f"preparing: {total} frames through the model, about {format_duration(per_frame * total)} "
                      f"here; then {expected} (a training step taken as {STEP_FORWARDS:g} forward passes until "
@@ -515,6 +518,7 @@ def fit(
             bar.update(done - bar.n)
             if done == total:
                 bar.close()
+                timed_pass = time.time() - began
 
         return told
 
