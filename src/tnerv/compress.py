@@ -6,7 +6,8 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+import json
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,9 @@ import torch
 
 from tnerv.codec.bitstream import read_file
 from tnerv.codec.container import decoder_from_file, write_model_file
+from tnerv.codec.segments import pack_segments
 from tnerv.codec.settings import (
+    DEFAULT_SEGMENT_FRAMES,
     POST_TRAINING,
     CompressionSettings,
     PostTrainingSettings,
@@ -23,7 +26,7 @@ from tnerv.codec.settings import (
 )
 from tnerv.codec.wrapper import CompressionWrapper
 from tnerv.errors import TnervError
-from tnerv.files import check_output
+from tnerv.files import check_output, write_atomic, write_json_atomic
 from tnerv.host import machine_memory
 from tnerv.metrics import QualityReport, bits_per_pixel
 from tnerv.models import VideoINR, config_to_dict, load_preset, model_class
@@ -32,7 +35,7 @@ from tnerv.parallel import launched_by_torchrun
 from tnerv.runs import VideoSpec, fit_run, load_run, read_run
 from tnerv.time_budget import DEFAULT_ENCODE_BUDGET, RECIPE_LIMIT, format_duration
 from tnerv.train import VideoFrames, evaluate
-from tnerv.video import default_matrix, probe
+from tnerv.video import count_frames, default_matrix, probe
 
 
 @dataclass
@@ -58,6 +61,7 @@ class EncodeResult:
     encode_seconds: float
     epochs: int = 0  # the epochs trained (a time budget's plan, or the recipe's)
     chosen: dict[str, Any] | None = None  # the config chosen for the video (`tnerv.models.budget.describe`)
+    segments: list[dict[str, Any]] | None = None  # a video coded in segments: each one's own result
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for --json output."""
@@ -148,18 +152,28 @@ def encode_video(
     size: int | None = None,
     ablations: list[str] | None = None,
     on_config: Callable[[dict[str, Any]], None] | None = None,
+    segment_frames: int = DEFAULT_SEGMENT_FRAMES,
 ) -> EncodeResult:
     """Trains a model on a video (in `run_dir`, default PATH.run) with its compression method
     (`tnerv.codec.settings.compression_settings`), writes the .tnrv file and measures the quality of
     what a decoder gets from it. With neither epochs nor a time budget in `train_overrides`, a fresh encode
     keeps the recipe's epochs if they take at most RECIPE_LIMIT here, else trains for
-    DEFAULT_ENCODE_BUDGET (`tnerv.time_budget`); a budget counts the whole encode, the file's check included."""
+    DEFAULT_ENCODE_BUDGET (`tnerv.time_budget`); a budget counts the whole encode, the file's check included.
+    A video of more than `segment_frames` frames is coded in segments (`encode_segments`)."""
     if launched_by_torchrun():
         raise TnervError("tnerv encode runs in one process; torchrun is for tnerv fit")
     path = check_output(path, (".tnrv",), "a .tnrv file")
     run_dir = Path(run_dir) if run_dir else path.with_name(path.name + ".run")
     if path.exists() and not overwrite and not (resume and _written_by(path, run_dir)):
         raise TnervError(f"{path} exists; pass --overwrite to replace it")
+    if segment_frames < 1:
+        raise TnervError(f"--segment-frames must be at least 1, got {segment_frames}")
+    total = count_frames(video.path, start=video.start, count=video.count, step=video.step, size=video.yuv_size)
+    if total > segment_frames:
+        return encode_segments(
+            video, path, run_dir, total, segment_frames, overwrite, resume, progress, dict(train_overrides or {}),
+            model=model, preset=preset, lam=lam, phase_start=phase_start, init_bits=init_bits, prune=prune,
+            model_overrides=model_overrides, size=size, ablations=ablations, on_config=on_config)
     started = time.time()
     compression = None
     if not resume:
@@ -204,6 +218,106 @@ def encode_video(
         encode_seconds=time.time() - started,
         epochs=fitted.epochs,
         chosen=run.get("chosen"),
+    )
+
+
+def segment_specs(video: VideoSpec, total: int, segment_frames: int) -> list[VideoSpec]:
+    """The frames of each segment of a video of `total` selected frames: consecutive runs of `segment_frames`
+    (the last one shorter), each read on its own."""
+    return [replace(video, start=video.start + first * video.step, count=min(segment_frames, total - first))
+            for first in range(0, total, segment_frames)]
+
+
+def encode_segments(
+    video: VideoSpec,
+    path: Path,
+    run_dir: Path,
+    total: int,
+    segment_frames: int,
+    overwrite: bool,
+    resume: bool,
+    progress: bool,
+    train_overrides: dict[str, Any],
+    **options: Any,
+) -> EncodeResult:
+    """Codes a video in segments of `segment_frames` frames: one model per segment, fitted and written in
+    run_dir/segment-NNN (read on its own: frames of one segment in memory at a time), then one file of them
+    all (`tnerv.codec.segments`). A time budget is shared equally by the segments; a resumed encode keeps
+    the segments whose files are written and continues the first that is not."""
+    specs = segment_specs(video, total, segment_frames)
+    if run_dir.exists() and any(run_dir.iterdir()) and not (resume or overwrite):
+        raise TnervError(f"{run_dir} already holds an encode; pass --resume to continue it or --overwrite to replace it")
+    if resume and not run_dir.is_dir():
+        raise TnervError(f"cannot resume: {run_dir} does not exist")
+    started = time.time()
+    budget, share = train_overrides.pop("time_budget", None), None
+    if "epochs" not in train_overrides:
+        share = (budget or DEFAULT_ENCODE_BUDGET) / len(specs)
+        train_overrides.update(time_budget=share, recipe_first=budget is None)
+    if progress:
+        print(f"tnerv: {total} frames in {len(specs)} segments of at most {segment_frames} (--segment-frames), "
+              "one model each" + (f", {format_duration(share)} each" if share else ""),
+              file=sys.stderr, flush=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    results = []
+    for i, spec in enumerate(specs):
+        name = f"segment-{i:03d}"
+        done = resume and (run_dir / f"{name}.tnrv.json").exists() and _written_by(run_dir / f"{name}.tnrv", run_dir / name)
+        if progress:
+            print(f"tnerv: segment {i + 1} of {len(specs)}: frames {spec.start}.. ({spec.count})"
+                  + (", written before" if done else ""), file=sys.stderr, flush=True)
+        if done:
+            results.append(read_segment_result(run_dir / f"{name}.tnrv.json"))
+            continue
+        result = encode_video(
+            spec, run_dir / f"{name}.tnrv", run_dir=run_dir / name, overwrite=overwrite,
+            resume=resume and (run_dir / name / "run.json").exists(), progress=progress,
+            train_overrides=train_overrides, segment_frames=spec.count, **options)
+        write_json_atomic(result.to_dict(), run_dir / f"{name}.tnrv.json")
+        results.append(result.to_dict())
+    data = pack_segments([(run_dir / f"segment-{i:03d}.tnrv").read_bytes() for i in range(len(specs))])
+    write_atomic(path, data)
+    return _segmented_result(path, run_dir, results, len(data), time.time() - started)
+
+
+def read_segment_result(path: Path) -> dict[str, Any]:
+    """A segment's EncodeResult as its encode wrote it."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        raise TnervError(f"cannot resume: {path} is missing or unreadable; pass --overwrite to start over") from None
+
+
+def _segmented_result(path: Path, run_dir: Path, segments: list[dict[str, Any]], num_bytes: int,
+                      seconds: float) -> EncodeResult:
+    """The result of a segmented encode: sizes summed, qualities the mean over every frame (as each
+    segment's is over its own frames)."""
+    frames = [s["num_frames"] for s in segments]
+    n, first = sum(frames), segments[0]
+
+    def per_frame(key: str) -> float:
+        return sum(s[key] * f for s, f in zip(segments, frames)) / n
+
+    def summed(key: str) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for s in segments:
+            for k, v in s[key].items():
+                out[k] = out.get(k, 0) + v
+        return out
+
+    estimates = [s["estimated_payload_bytes"] for s in segments]
+    components = summed("bytes_by_component")  # each segment's framing in its "other"; the file's own added
+    components["other"] = components.get("other", 0) + num_bytes - sum(s["num_bytes"] for s in segments)
+    return EncodeResult(
+        path=str(path), run_dir=str(run_dir), model=first["model"], method=first["method"], num_frames=n,
+        height=first["height"], width=first["width"], num_bytes=num_bytes,
+        bpp=bits_per_pixel(num_bytes, n, first["height"], first["width"]), psnr=per_frame("psnr"),
+        ms_ssim=per_frame("ms_ssim"), ms_ssim_variant=first["ms_ssim_variant"],
+        bytes_by_component=components,
+        payload_bytes=sum(s["payload_bytes"] for s in segments),
+        estimated_payload_bytes=None if None in estimates else sum(estimates),
+        parameters=summed("parameters"), encode_seconds=seconds, epochs=first["epochs"], chosen=first["chosen"],
+        segments=segments,
     )
 
 

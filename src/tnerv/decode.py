@@ -14,12 +14,13 @@ from typing import Any, TypeVar
 
 import torch
 
-from tnerv.codec.bitstream import BitstreamError, read_file
+from tnerv.codec.bitstream import BitstreamError, Section, read_file
 from tnerv.codec.container import build_decoder, check_cost, check_frames, check_header
+from tnerv.codec.segments import is_segmented, segment_file, segment_table
 from tnerv.errors import TnervError
 from tnerv.files import check_output
 from tnerv.metrics import bits_per_pixel, psnr
-from tnerv.models import VideoINR
+from tnerv.models import ModelConfig, VideoINR
 from tnerv.models.execution import FP32, ExecutionPath, candidate_paths
 from tnerv.models.nnpack import fallbacks as nnpack_fallbacks
 from tnerv.video import Padding, round_to_8bit, to_uint8, write_frames, write_mp4
@@ -116,31 +117,68 @@ def decode_frames(
     execution: ExecutionPath = FP32,
 ) -> tuple[torch.Tensor, float, float]:
     """Frames [first, end) of a file (N, 3, H, W) in [0, 1], with the decoding time (building the
-    decoder included) and the video's fps; `execution` is the path the decoder runs (fp32 by default)."""
+    decoders included) and the video's fps; `execution` is the path the decoders run (fp32 by default)."""
     def decode() -> tuple[torch.Tensor, dict[str, Any]]:
-        decoder, header, _, _ = open_decoder(path, lambda _: (first, end), max_memory, batch_size, device)
-        return decode_range(decoder, header, first, end, batch_size, execution, str(path)), header
+        header, chosen = open_parts(path, lambda _: (first, end), max_memory, batch_size)
+        frames = [decode_range(build_part(part, device), part.header, a, b, batch_size, execution, part.source)
+                  for part, a, b in chosen]
+        return torch.cat(frames), header
 
     speed, (frames, header) = time_decode(decode, end - first, device=device)
     return frames, speed.seconds, header["video"]["fps"]
 
 
-def open_decoder(
+@dataclass
+class Part:
+    """One model's frames of a file: all of its frames, or those of one of its segments."""
+
+    first: int  # the video's frame at which it starts
+    header: dict[str, Any]  # its own file's header (checked: `check_header`)
+    config: ModelConfig
+    sections: list[Section]
+    size: int  # its own file's bytes
+    source: str  # how errors name it
+
+
+def read_parts(path: str | Path) -> tuple[dict[str, Any], list[Part]]:
+    """A file's header and its parts, every part's header checked: the whole file, or each segment's."""
+    source = str(path)
+    header, sections = read_file(path)
+    if not is_segmented(header):
+        return header, [Part(0, header, check_header(header, source), sections, Path(path).stat().st_size, source)]
+    parts = []
+    for i, segment in enumerate(segment_table(header, source)):
+        inner, inner_sections, size = segment_file(header, sections, i, source)
+        where = f"{source} segment {i}"
+        parts.append(Part(segment.first, inner, check_header(inner, where), inner_sections, size, where))
+    return header, parts
+
+
+def open_parts(
     path: str | Path,
     frames: Callable[[int], tuple[int, int]],
     max_memory: int | None = None,
     batch_size: int = 4,
-    device: str | torch.device = "cpu",
-) -> tuple[VideoINR, dict[str, Any], int, int]:
-    """A file's decoder and header, and the frames [first, end) that `frames` picks given the video's
-    frame count: the file read and checked once, its header, then the cost of decoding those frames
-    `batch_size` at a time against `max_memory` (`check_cost`)."""
-    source = str(path)
-    header, sections = read_file(path)
-    config = check_header(header, source)
+) -> tuple[dict[str, Any], list[tuple[Part, int, int]]]:
+    """A file's header, and the parts that hold the frames [first, end) that `frames` picks given the video's
+    frame count, each with its own range of them: the file read and checked once, then the cost of decoding
+    each part's frames `batch_size` at a time, the whole range's frames held, against `max_memory`
+    (`check_cost`), before any part is decoded."""
+    header, parts = read_parts(path)
     first, end = frames(header["video"]["num_frames"])
-    check_cost(header, config, Path(path).stat().st_size, source, max_memory, end - first, batch_size)
-    return build_decoder(header, config, sections, source, device), header, first, end
+    chosen = []
+    for part in parts:
+        a, b = max(first - part.first, 0), min(end - part.first, part.header["video"]["num_frames"])
+        if a < b:
+            chosen.append((part, a, b))
+    for part, a, b in chosen:
+        check_cost(part.header, part.config, part.size, part.source, max_memory, end - first, batch_size)
+    return header, chosen
+
+
+def build_part(part: Part, device: str | torch.device = "cpu") -> VideoINR:
+    """A part's decoder (its cost checked by `open_parts`)."""
+    return build_decoder(part.header, part.config, part.sections, part.source, device)
 
 
 def decode_range(
@@ -196,17 +234,30 @@ def decode_file(
     check_output(output, (".mp4", ""), "an .mp4 file, or a folder (no suffix) for PNG frames")
     if output.exists() and not overwrite and (output.is_file() or any(output.iterdir())):
         raise TnervError(f"{output} exists; pass --overwrite to replace it")
+    built = path_seconds = seconds = 0.0
     started = time.perf_counter()
-    decoder, header, first, end = open_decoder(path, lambda n: parse_range(frame_range, n), max_memory, batch_size)
-    built = time.perf_counter() - started
-    # The decoder is built once; choosing its path (the trials) is timed apart from the decoding.
-    started = time.perf_counter()
-    execution, choice = choose_decode_path(decoder, header, batch_size, precision, str(path))
-    path_seconds = time.perf_counter() - started
-    decoded, frames = time_decode(
-        lambda: decode_range(decoder, header, first, end, batch_size, execution, str(path)), end - first)
-    seconds = built + decoded.seconds
-    choice = {**choice, **what_ran(decoder, execution)}
+    header, chosen = open_parts(path, lambda n: parse_range(frame_range, n), max_memory, batch_size)
+    decoded, choices = [], []
+    for part, a, b in chosen:  # one decoder at a time: a segment's, or the file's
+        decoder = build_part(part)
+        built += time.perf_counter() - started
+        # The decoder is built once; choosing its path (the trials) is timed apart from the decoding.
+        started = time.perf_counter()
+        execution, choice = choose_decode_path(decoder, part.header, batch_size, precision, part.source)
+        path_seconds += time.perf_counter() - started
+        speed, frames = time_decode(
+            lambda: decode_range(decoder, part.header, a, b, batch_size, execution, part.source), b - a)
+        seconds += speed.seconds
+        decoded.append(frames)
+        choices.append({**choice, **what_ran(decoder, execution)})
+        del decoder
+        started = time.perf_counter()
+    first, end = chosen[0][0].first + chosen[0][1], chosen[-1][0].first + chosen[-1][2]
+    seconds += built
+    frames = torch.cat(decoded)
+    choice = choices[0] if len(choices) == 1 else {
+        "ran": ", ".join(dict.fromkeys(c["ran"] for c in choices)), "segments": choices,
+        "reason": f"each of the {len(choices)} segments decoded chose its own (--json gives each one's reason)"}
     pixels = to_uint8(frames)
     if output.suffix.lower() == ".mp4":
         write_mp4(pixels, output, header["video"]["fps"])
@@ -305,26 +356,32 @@ def choose_decode_path(
 
 
 def inspect_file(path: str | Path) -> dict[str, Any]:
-    """The header of a .tnrv file and its bytes by component and by tensor."""
-    header, sections = read_file(path)
-    check_header(header, str(path))
+    """The header of a .tnrv file and its bytes by component and by tensor; for a file coded in segments,
+    its video and each segment's own (its frames, bytes and bpp, and what a file of one model shows)."""
+    header, parts = read_parts(path)
     size = Path(path).stat().st_size
-    by_component: dict[str, int] = {}
-    tensors = []
-    for entry, section in zip(header["tensors"], sections):
+    v = header["video"]
+    info = {"path": str(path), "bytes": size, "bpp": bits_per_pixel(size, v["num_frames"], v["height"], v["width"])}
+    if not is_segmented(header):
+        return {**info, **_inspect_part(parts[0])}
+    segments = [{"first_frame": part.first, "bytes": part.size,
+                 "bpp": bits_per_pixel(part.size, part.header["video"]["num_frames"], v["height"], v["width"]),
+                 **_inspect_part(part)} for part in parts]
+    return {**info, "video": v, "segments": segments, "tnerv_version": header.get("tnerv_version")}
+
+
+def _inspect_part(part: Part) -> dict[str, Any]:
+    header, by_component, tensors = part.header, {}, []
+    for entry, section in zip(header["tensors"], part.sections):
         section_bytes = section.size_in_file
         by_component[entry["component"]] = by_component.get(entry["component"], 0) + section_bytes
         tensors.append({**entry, "bytes": section_bytes, **section.summary()})
-    by_component["other"] = size - sum(by_component.values())
-    v = header["video"]
+    by_component["other"] = part.size - sum(by_component.values())
     return {
-        "path": str(path),
-        "bytes": size,
-        "bpp": bits_per_pixel(size, v["num_frames"], v["height"], v["width"]),
         "model": header["model"],
         "method": header.get("method"),
         "compression": header.get("compression"),  # the settings it was made with (as written; not used to decode)
-        "video": v,
+        "video": header["video"],
         "config": header["config"],
         "bytes_by_component": by_component,
         "tensors": tensors,

@@ -21,8 +21,12 @@ def _encode_summary(r: Any) -> str:
         f" (learned-density estimate of the payload: {r.estimated_payload_bytes:,.0f} bytes; coded: {r.payload_bytes:,})"
         if r.estimated_payload_bytes is not None else ""
     )
+    segments = "".join(
+        f"\n  segment {i}: {s['num_frames']} frames, {s['num_bytes']:,} bytes, {s['bpp']:.4f} bpp, PSNR {s['psnr']:.2f} dB"
+        for i, s in enumerate(r.segments or []))
     return (
-        f"{r.path}: {r.num_bytes:,} bytes, {r.bpp:.4f} bpp ({r.num_frames} frames of {r.width}x{r.height}){estimate}\n"
+        f"{r.path}: {r.num_bytes:,} bytes, {r.bpp:.4f} bpp ({r.num_frames} frames of {r.width}x{r.height}){estimate}"
+        f"{segments}\n"
         f"decoded: PSNR {r.psnr:.2f} dB, MS-SSIM {r.ms_ssim:.4f} [{r.ms_ssim_variant}]\n"
         f"bytes: {parts}\n"
         f"{r.model} ({r.method}), {format_count(r.parameters['transmitted'])} parameters, "
@@ -39,7 +43,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
         phase_start=args.phase_start, prune=args.prune, model_overrides=dict(args.set or []),
         train_overrides=train_overrides(args), run_dir=args.run_dir, overwrite=args.overwrite,
         resume=args.resume, progress=not args.quiet, size=args.size, ablations=args.ablation,
-        on_config=announcer(args),
+        on_config=announcer(args), segment_frames=args.segment_frames,
     )
     print_result(result.to_dict(), args.json, _encode_summary(result))
     return 0
@@ -80,6 +84,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from tnerv.decode import inspect_file
 
     info = inspect_file(args.file)
+    if "segments" in info:
+        return _inspect_segments(info, args)
     if args.plot:
         if Path(args.plot).exists() and not args.overwrite:
             raise TnervError(f"{args.plot} exists; pass --overwrite to replace it")
@@ -95,6 +101,21 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     ]
     if args.plot:
         lines.append(f"  byte-allocation plot: {info['plot']}")
+    print_result(info, args.json, "\n".join(lines))
+    return 0
+
+
+def _inspect_segments(info: dict[str, Any], args: argparse.Namespace) -> int:
+    """`tnerv inspect` of a file coded in segments: its video, then a line per segment."""
+    if args.plot:
+        raise TnervError("--plot shows a file of one model; this file holds segments (--json lists their bytes)")
+    v = info["video"]
+    lines = [f"{info['path']}: {info['bytes']:,} bytes, {info['bpp']:.4f} bpp, {len(info['segments'])} segments",
+             f"  video {v['num_frames']} frames of {v['width']}x{v['height']} at {v['fps']:g} fps, {v['colour']}"]
+    for i, seg in enumerate(info["segments"]):
+        first, n = seg["first_frame"], seg["video"]["num_frames"]
+        lines.append(f"  segment {i}: frames {first}:{first + n}, {seg['bytes']:,} bytes, {seg['bpp']:.4f} bpp, "
+                     f"model {seg['model']} ({seg['method']})")
     print_result(info, args.json, "\n".join(lines))
     return 0
 

@@ -29,7 +29,9 @@ from tnerv.time_budget import DEMO_TIME
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `tnerv` command."""
-    from tnerv.codec.settings import DEFAULT_LAMBDA, PHASE_START, STAGED_PHASE_START  # no torch: the parser stays quick
+    from tnerv.codec.settings import (  # no torch: the parser stays quick
+        DEFAULT_LAMBDA, DEFAULT_SEGMENT_FRAMES, PHASE_START, STAGED_PHASE_START,
+    )
 
     parser = _Parser(prog="tnerv", description="Neural video representation and compression.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -82,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prune", type=_fraction,
                    help="fraction of decoder weights to prune (post-training models; NeRV: 0.4; HiNeRV: 0.15 of all its parameters)")
     p.add_argument("--run-dir", help="where training checkpoints go (default: OUTPUT.run)")
+    p.add_argument("--segment-frames", type=_positive_int, default=DEFAULT_SEGMENT_FRAMES, metavar="N",
+                   help=f"code a longer video in segments of N frames, one model each, in one file "
+                        f"(default {DEFAULT_SEGMENT_FRAMES})")
     _add_training_args(p, "replace an existing output and its run directory", "continue an interrupted encode")
     p.set_defaults(func=cmd_encode)
 

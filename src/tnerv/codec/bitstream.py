@@ -1,5 +1,7 @@
 """The .tnrv file format (docs/bitstream.md): a header section, then one section per tensor (quantised per
-tensor, quantised per channel, or float16 values), each with its own CRC-32, so that damage is reported by section and never decoded into garbage. Each
+tensor, quantised per channel, or float16 values), each with its own CRC-32, so that damage is reported by
+section and never decoded into garbage; or, for a video coded in segments (version 4), a header section
+listing the segments, then one section per segment holding that segment's own .tnrv file (version 2 or 3). Each
 checksum also covers the section's index, its tensor's name and the previous section's checksum, so
 that a section moved to another place (or taken from another file) fails its check too."""
 
@@ -24,10 +26,11 @@ MAGIC = b"TNRV"
 # header's: the preamble), and the preamble holds a checksum of all tensor sections (docs/bitstream.md).
 # Version 3 adds two kinds of tensor section (per-channel quantised, float16); a file is written as
 # version 3 only when it holds one, so that every other file stays readable by the tnerv before it.
-VERSION = 3
-READS = (2, 3)
-HEADER, TENSOR, CHANNEL_TENSOR, HALF_TENSOR = 1, 2, 3, 4
-TENSOR_KINDS = {2: (TENSOR,), 3: (TENSOR, CHANNEL_TENSOR, HALF_TENSOR)}  # by version
+# Version 4 is a video coded in segments: its sections are whole files of versions 2 and 3, one a segment.
+VERSION, SEGMENTED = 3, 4
+READS = (2, 3, 4)
+HEADER, TENSOR, CHANNEL_TENSOR, HALF_TENSOR, SEGMENT = 1, 2, 3, 4, 5
+SECTION_KINDS = {2: (TENSOR,), 3: (TENSOR, CHANNEL_TENSOR, HALF_TENSOR), 4: (SEGMENT,)}  # by version
 _PREAMBLE = struct.Struct("<4sHII")  # magic, version, number of sections, CRC-32 of the tensor sections
 _SECTION = struct.Struct("<BI")  # kind, body length
 _CRC = struct.Struct("<I")
@@ -179,8 +182,41 @@ class HalfSection:
         return cls(values)
 
 
-Section = TensorSection | ChannelSection | HalfSection
-_SECTION_TYPES: dict[int, type[Section]] = {t.kind: t for t in (TensorSection, ChannelSection, HalfSection)}
+@dataclass
+class SegmentSection:
+    """One segment of a video coded in segments: the bytes of its own .tnrv file (parsed when decoded)."""
+
+    kind: ClassVar[int] = SEGMENT
+    data: bytes
+
+    @property
+    def size_in_file(self) -> int:
+        """Bytes this section takes in a file: its body and framing."""
+        return len(self.data) + SECTION_OVERHEAD
+
+    def to_bytes(self) -> bytes:
+        """The section body."""
+        return self.data
+
+    def summary(self) -> dict[str, Any]:
+        """What `tnerv inspect` shows of it: its file's bytes."""
+        return {"file_bytes": len(self.data)}
+
+    @classmethod
+    def from_bytes(cls, body: bytes) -> SegmentSection:
+        """Parses a section body (its checksum already verified; the file it holds is read when decoded)."""
+        return cls(bytes(body))
+
+
+Section = TensorSection | ChannelSection | HalfSection | SegmentSection
+_SECTION_TYPES: dict[int, type[Section]] = {
+    t.kind: t for t in (TensorSection, ChannelSection, HalfSection, SegmentSection)}
+
+
+def listed(header: dict[str, Any]) -> list[dict[str, Any]]:
+    """The header's entries of the sections after it, each with the name its checksum covers: a segmented
+    file's segments, any other file's tensors."""
+    return header["segments"] if "segments" in header else header["tensors"]
 
 
 def _coded_bytes(qmin: int, counts: np.ndarray, payload: bytes) -> bytes:
@@ -259,13 +295,13 @@ def frame_sections(
     """A file from its section bodies as they are (the header's JSON encoded, tensor sections as their
     `to_bytes` gives them, of `kinds`, by default all per-tensor): preamble, framing and checksums. The
     version is 2 unless a section is of a kind version 3 added."""
-    names = [entry["name"] for entry in header["tensors"]]
+    names = [entry["name"] for entry in listed(header)]
     kinds = [TENSOR] * len(tensor_bodies) if kinds is None else kinds
     framed = [_SECTION.pack(kind, len(body)) + body for kind, body in zip(kinds, tensor_bodies, strict=True)]
     digest = 0  # the preamble's checksum of the tensor sections: their chain, started from 0
     for index, (name, section) in enumerate(zip(names, framed, strict=True), start=1):
         digest = section_checksum(index, name, section, digest)
-    version = 2 if all(kind == TENSOR for kind in kinds) else VERSION
+    version = 2 if all(kind == TENSOR for kind in kinds) else SEGMENTED if SEGMENT in kinds else VERSION
     preamble = _PREAMBLE.pack(MAGIC, version, 1 + len(tensor_bodies), digest)
     head = _SECTION.pack(HEADER, len(header_body)) + header_body
     crc = section_checksum(0, HEADER_NAME, head, zlib.crc32(preamble))
@@ -287,7 +323,8 @@ def _section_name(header: dict[str, Any] | None, index: int) -> str:
     if index == 0:
         return "section 0 (header)"
     try:
-        return f"section {index} (tensor {header['tensors'][index - 1]['name']!r})"
+        what = "segment" if "segments" in header else "tensor"
+        return f"section {index} ({what} {listed(header)[index - 1]['name']!r})"
     except (TypeError, KeyError, IndexError):
         return f"section {index}"
 
@@ -300,7 +337,7 @@ def unpack(data: bytes, source: str = "file") -> tuple[dict[str, Any], list[Sect
     if magic != MAGIC:
         raise BitstreamError(f"{source} is not a tnerv bitstream (it does not start with {MAGIC!r})")
     if version not in READS:
-        raise BitstreamError(f"{source} is bitstream version {version}; this tnerv reads versions 2 and {VERSION}")
+        raise BitstreamError(f"{source} is bitstream version {version}; this tnerv reads versions 2 to {SEGMENTED}")
     if count < 1:
         raise BitstreamError(f"{source} is malformed: it declares no header section")
     if count > len(data) // SECTION_OVERHEAD:
@@ -316,21 +353,21 @@ def unpack(data: bytes, source: str = "file") -> tuple[dict[str, Any], list[Sect
         if end + _CRC.size > len(data):
             raise BitstreamError(f"{source} is truncated in {where}")
         (crc,) = _CRC.unpack_from(data, end)
-        name = HEADER_NAME if index == 0 else header["tensors"][index - 1]["name"]
+        name = HEADER_NAME if index == 0 else listed(header)[index - 1]["name"]
         if section_checksum(index, name, data[pos:end], previous) != crc:
             raise BitstreamError(f"{source} is corrupted: {where} failed its checksum")
         previous = crc
         if index:
             chain = section_checksum(index, name, data[pos:end], chain)
         body = data[pos + _SECTION.size : end]
-        expected = (HEADER,) if index == 0 else TENSOR_KINDS[version]
+        expected = (HEADER,) if index == 0 else SECTION_KINDS[version]
         if kind not in expected:
             raise BitstreamError(
                 f"{source} is malformed: {where} has kind {kind}, expected {' or '.join(map(str, expected))}"
             )
         try:
             if index == 0:
-                header = _parse_header(body, count - 1)
+                header = _parse_header(body, count - 1, version)
             else:
                 tensors.append(_SECTION_TYPES[kind].from_bytes(body))
         except (ValueError, struct.error, RecursionError) as exc:
@@ -343,14 +380,19 @@ def unpack(data: bytes, source: str = "file") -> tuple[dict[str, Any], list[Sect
     return header, tensors
 
 
-def _parse_header(body: bytes, num_tensors: int) -> dict[str, Any]:
-    """The header's JSON, with the tensor list that the other sections' checksums need."""
+def _parse_header(body: bytes, num_sections: int, version: int) -> dict[str, Any]:
+    """The header's JSON, with the list of tensors (of segments, version 4) that the other sections'
+    checksums need."""
     header = json.loads(body)
-    tensors = header.get("tensors") if isinstance(header, dict) else None
-    if not isinstance(tensors, list) or len(tensors) != num_tensors:
-        raise ValueError("the header does not list one tensor per section")
-    if not all(isinstance(t, dict) and isinstance(t.get("name"), str) for t in tensors):
-        raise ValueError("a tensor entry of the header has no name")
+    what = "segment" if version == SEGMENTED else "tensor"
+    entries = header.get(what + "s") if isinstance(header, dict) else None
+    if not isinstance(entries, list) or len(entries) != num_sections:
+        raise ValueError(f"the header does not list one {what} per section")
+    if not all(isinstance(t, dict) and isinstance(t.get("name"), str) for t in entries):
+        raise ValueError(f"a {what} entry of the header has no name")
+    other = "tensors" if version == SEGMENTED else "segments"  # listed() must read the entries checked here
+    if other in header:
+        raise ValueError(f"a {what}s header lists {other} too")
     return header
 
 

@@ -26,6 +26,9 @@ STAGED_QUANT_SHARE = 30 / 90  # of the epochs after the main stage
 # The rate weight of entropy-constrained models when none is given: the second of the paper's four
 # rate points (0.01, 0.1, 0.5, 1.0), a file near the middle of their range.
 DEFAULT_LAMBDA = 0.1
+# A video longer than this is coded in segments of this many frames, one model each, in one file
+# (`tnerv.codec.segments`); the paper's videos are 600 frames long.
+DEFAULT_SEGMENT_FRAMES = 600
 
 
 @dataclass(frozen=True)

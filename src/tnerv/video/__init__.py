@@ -2,7 +2,9 @@
 
 from tnerv.video.colour import MATRICES, check_matrix, default_matrix, rgb_to_yuv420, yuv420_to_rgb, yuv_to_rgb
 from tnerv.video.datasets import DATASETS, Sequence, dataset_sequences
-from tnerv.video.io import DEFAULT_FPS, Video, VideoInfo, probe, read_video, write_frames, write_mp4, write_png
+from tnerv.video.io import (
+    DEFAULT_FPS, Video, VideoInfo, count_frames, probe, read_video, write_frames, write_mp4, write_png,
+)
 from tnerv.video.samples import SAMPLES, sample
 from tnerv.video.transforms import Padding, resize_and_crop, round_to_8bit, to_tensor, to_uint8
 
@@ -18,6 +20,7 @@ __all__ = [
     "check_matrix",
     "dataset_sequences",
     "default_matrix",
+    "count_frames",
     "probe",
     "read_video",
     "resize_and_crop",
