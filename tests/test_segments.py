@@ -135,3 +135,19 @@ def test_a_crafted_segment_list_is_refused_in_one_line(coded, tmp_path):
     listing = json.dumps({**header, "segments": [{"name": "segment 0"}]}).encode()  # a one-model file, and segments
     with pytest.raises(BitstreamError, match="lists segments too"):
         unpack(frame_sections(header, listing, [s.to_bytes() for s in sections], [s.kind for s in sections]))
+
+
+def test_a_video_too_long_for_the_machine_is_refused_before_any_work_naming_a_length_that_fits(
+        tmp_path, monkeypatch, capsys):
+    import tnerv.host as host
+
+    per_frame = 32 * 64 * 3 * host.FRAME_BYTES_PER_VALUE
+    monkeypatch.setattr(host, "machine_memory", lambda: int(3.5 * per_frame / host.FRAMES_SHARE))  # 3 frames fit
+    code = main(["encode", "bikes", "--frames", "10", "--resize", "32x64", "-o", str(tmp_path / "clip.tnrv"),
+                 "--epochs", "1", "--segment-frames", "4"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.count("\n") == 0 and "4 frames of 64x32" in err and "--segment-frames 3 fits" in err, err
+    assert not any(tmp_path.iterdir())  # nothing read, nothing written
+    host.check_frames_fit(3, 32, 64)  # the length it names does fit
+    with pytest.raises(Exception, match="--segment-frames 3 fits"):
+        host.check_frames_fit(4, 32, 64)

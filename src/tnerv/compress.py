@@ -27,7 +27,7 @@ from tnerv.codec.settings import (
 from tnerv.codec.wrapper import CompressionWrapper
 from tnerv.errors import TnervError
 from tnerv.files import check_output, write_atomic, write_json_atomic
-from tnerv.host import machine_memory
+from tnerv.host import check_frames_fit, machine_memory
 from tnerv.metrics import QualityReport, bits_per_pixel
 from tnerv.models import VideoINR, config_to_dict, load_preset, model_class
 from tnerv.models.budget import DEFAULT_MODEL
@@ -169,6 +169,8 @@ def encode_video(
     if segment_frames < 1:
         raise TnervError(f"--segment-frames must be at least 1, got {segment_frames}")
     total = count_frames(video.path, start=video.start, count=video.count, step=video.step, size=video.yuv_size)
+    info = probe(video.path, size=video.yuv_size)
+    check_frames_fit(min(total, segment_frames), *(video.resize or (info.height, info.width)))
     if total > segment_frames:
         return encode_segments(
             video, path, run_dir, total, segment_frames, overwrite, resume, progress, dict(train_overrides or {}),

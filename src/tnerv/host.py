@@ -40,6 +40,28 @@ def check_trainable(model: str, total: int) -> None:
         )
 
 
+# Bytes per pixel value that a fit's frames take (an estimate): the frames as read, as a tensor and padded
+# to the model's size (three uint8 copies), and the float16 buffer of independent frames of the models
+# that keep one (T-NeRV, FFNeRV). Frames may take at most FRAMES_SHARE of the machine's memory; the rest is
+# the model's, its optimiser's and the activations'.
+FRAME_BYTES_PER_VALUE = 5
+FRAMES_SHARE = 0.5
+
+
+def check_frames_fit(frames: int, height: int, width: int) -> None:
+    """Refuses, before anything is read, a segment of `frames` frames of height x width whose frames would
+    take more than FRAMES_SHARE of this machine's memory, naming the --segment-frames that fits."""
+    per_frame = height * width * 3 * FRAME_BYTES_PER_VALUE
+    available = FRAMES_SHARE * machine_memory()
+    if frames * per_frame > available:
+        fits = int(available // per_frame)
+        setting = f"--segment-frames {fits} fits" if fits else "no segment of even one such frame fits"
+        raise TnervError(
+            f"{frames} frames of {width}x{height} need about {frames * per_frame / 2**30:,.1f} GiB to train on, "
+            f"more than {FRAMES_SHARE:.0%} of this machine's {machine_memory() / 2**30:,.1f} GiB: {setting}"
+        )
+
+
 # The memory cap of a decode when none is given: a fixed ceiling (or the machine's memory, if smaller),
 # so that a file cannot take a whole machine by default; `tnerv decode --max-memory` raises it.
 DEFAULT_MEMORY_CAP = 4 << 30
