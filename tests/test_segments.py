@@ -151,3 +151,19 @@ def test_a_video_too_long_for_the_machine_is_refused_before_any_work_naming_a_le
     host.check_frames_fit(3, 32, 64)  # the length it names does fit
     with pytest.raises(Exception, match="--segment-frames 3 fits"):
         host.check_frames_fit(4, 32, 64)
+
+
+def test_two_workers_and_a_join_write_the_file_of_one_process(coded, tmp_path, capsys):
+    _, folder = coded
+    out = tmp_path / "clip.tnrv"
+    args = ["encode", "bikes", "--frames", "10", "--resize", "32x64", "--preset", "nerv-s-cpu", "--set",
+            "stem_dims=[32]", "--set", "channels=8", "--epochs", "2", "--segment-frames", "4", "-o", str(out), "--quiet"]
+    assert main([*args, "--worker", "0/2"]) == 0  # segments 0 and 2
+    err = capsys.readouterr().err
+    assert "segments 1 of 3 are not written yet" in err and not out.exists()
+    assert main([*args, "--join"]) == 2 and "cannot join: segments 1 of 3" in capsys.readouterr().err
+    assert not out.exists()  # a join with a segment missing writes nothing
+    assert main([*args, "--worker", "1/2"]) == 0  # the last worker writes the file
+    assert out.read_bytes() == (folder / "clip.tnrv").read_bytes()
+    out.unlink()
+    assert main([*args, "--join"]) == 0 and out.read_bytes() == (folder / "clip.tnrv").read_bytes()

@@ -153,13 +153,16 @@ def encode_video(
     ablations: list[str] | None = None,
     on_config: Callable[[dict[str, Any]], None] | None = None,
     segment_frames: int = DEFAULT_SEGMENT_FRAMES,
+    worker: tuple[int, int] | None = None,
+    join: bool = False,
 ) -> EncodeResult:
     """Trains a model on a video (in `run_dir`, default PATH.run) with its compression method
     (`tnerv.codec.settings.compression_settings`), writes the .tnrv file and measures the quality of
     what a decoder gets from it. With neither epochs nor a time budget in `train_overrides`, a fresh encode
     keeps the recipe's epochs if they take at most RECIPE_LIMIT here, else trains for
     DEFAULT_ENCODE_BUDGET (`tnerv.time_budget`); a budget counts the whole encode, the file's check included.
-    A video of more than `segment_frames` frames is coded in segments (`encode_segments`)."""
+    A video of more than `segment_frames` frames is coded in segments (`encode_segments`, where `worker`
+    and `join` apply)."""
     if launched_by_torchrun():
         raise TnervError("tnerv encode runs in one process; torchrun is for tnerv fit")
     path = check_output(path, (".tnrv",), "a .tnrv file")
@@ -171,10 +174,13 @@ def encode_video(
     total = count_frames(video.path, start=video.start, count=video.count, step=video.step, size=video.yuv_size)
     info = probe(video.path, size=video.yuv_size)
     check_frames_fit(min(total, segment_frames), *(video.resize or (info.height, info.width)))
+    if (worker or join) and total <= segment_frames:
+        raise TnervError(f"--worker and --join share the segments of a video longer than --segment-frames "
+                         f"({segment_frames}); this one has {total} frames")
     if total > segment_frames:
         return encode_segments(
             video, path, run_dir, total, segment_frames, overwrite, resume, progress, dict(train_overrides or {}),
-            model=model, preset=preset, lam=lam, phase_start=phase_start, init_bits=init_bits, prune=prune,
+            worker, join, model=model, preset=preset, lam=lam, phase_start=phase_start, init_bits=init_bits, prune=prune,
             model_overrides=model_overrides, size=size, ablations=ablations, on_config=on_config)
     started = time.time()
     compression = None
@@ -230,6 +236,10 @@ def segment_specs(video: VideoSpec, total: int, segment_frames: int) -> list[Vid
             for first in range(0, total, segment_frames)]
 
 
+class SegmentsPending(TnervError):
+    """A worker's segments are written, others' are not yet: no file (the last worker, or --join, writes it)."""
+
+
 def encode_segments(
     video: VideoSpec,
     path: Path,
@@ -240,43 +250,61 @@ def encode_segments(
     resume: bool,
     progress: bool,
     train_overrides: dict[str, Any],
+    worker: tuple[int, int] | None = None,
+    join: bool = False,
     **options: Any,
 ) -> EncodeResult:
     """Codes a video in segments of `segment_frames` frames: one model per segment, fitted and written in
     run_dir/segment-NNN (read on its own: frames of one segment in memory at a time), then one file of them
     all (`tnerv.codec.segments`). A time budget is shared equally by the segments; a resumed encode keeps
-    the segments whose files are written and continues the first that is not."""
+    the segments whose files are written and continues the first that is not. With `worker` (I, N), only
+    segments I, I + N, ... are encoded (N workers share run_dir), and the file is written by whichever
+    finds every segment written (SegmentsPending otherwise); `join` writes it from the segments alone."""
     specs = segment_specs(video, total, segment_frames)
-    if run_dir.exists() and any(run_dir.iterdir()) and not (resume or overwrite):
+    if run_dir.exists() and any(run_dir.iterdir()) and not (resume or overwrite or worker or join):
         raise TnervError(f"{run_dir} already holds an encode; pass --resume to continue it or --overwrite to replace it")
-    if resume and not run_dir.is_dir():
-        raise TnervError(f"cannot resume: {run_dir} does not exist")
+    if (resume or join) and not run_dir.is_dir():
+        raise TnervError(f"cannot {'join' if join else 'resume'}: {run_dir} does not exist")
     started = time.time()
     budget, share = train_overrides.pop("time_budget", None), None
     if "epochs" not in train_overrides:
         share = (budget or DEFAULT_ENCODE_BUDGET) / len(specs)
         train_overrides.update(time_budget=share, recipe_first=budget is None)
-    if progress:
+    index, count = worker or (0, 1)
+    mine = [] if join else list(range(index, len(specs), count))
+    if progress and mine:
         print(f"tnerv: {total} frames in {len(specs)} segments of at most {segment_frames} (--segment-frames), "
-              "one model each" + (f", {format_duration(share)} each" if share else ""),
+              "one model each" + (f", {format_duration(share)} each" if share else "")
+              + (f"; worker {index}/{count}: segments {', '.join(map(str, mine))}" if worker else ""),
               file=sys.stderr, flush=True)
     run_dir.mkdir(parents=True, exist_ok=True)
-    results = []
-    for i, spec in enumerate(specs):
-        name = f"segment-{i:03d}"
-        done = resume and (run_dir / f"{name}.tnrv.json").exists() and _written_by(run_dir / f"{name}.tnrv", run_dir / name)
+
+    def written(i: int) -> bool:
+        name = run_dir / f"segment-{i:03d}"
+        return Path(f"{name}.tnrv.json").exists() and _written_by(Path(f"{name}.tnrv"), name)
+
+    for i in mine:
+        spec, name = specs[i], f"segment-{i:03d}"
+        done = (resume or worker is not None) and written(i)
         if progress:
             print(f"tnerv: segment {i + 1} of {len(specs)}: frames {spec.start}.. ({spec.count})"
                   + (", written before" if done else ""), file=sys.stderr, flush=True)
         if done:
-            results.append(read_segment_result(run_dir / f"{name}.tnrv.json"))
             continue
         result = encode_video(
             spec, run_dir / f"{name}.tnrv", run_dir=run_dir / name, overwrite=overwrite,
             resume=resume and (run_dir / name / "run.json").exists(), progress=progress,
             train_overrides=train_overrides, segment_frames=spec.count, **options)
         write_json_atomic(result.to_dict(), run_dir / f"{name}.tnrv.json")
-        results.append(result.to_dict())
+    missing = [i for i in range(len(specs)) if not written(i)]
+    if missing and join:
+        raise TnervError(f"cannot join: segments {', '.join(map(str, missing))} of {len(specs)} are not written "
+                         f"yet in {run_dir}")
+    if missing:
+        raise SegmentsPending(
+            f"segments {', '.join(map(str, missing))} of {len(specs)} are not written yet in {run_dir}: the last "
+            f"worker to finish writes {path}, or --join once they are")
+    results = [read_segment_result(run_dir / f"segment-{i:03d}.tnrv.json") for i in range(len(specs))]
     data = pack_segments([(run_dir / f"segment-{i:03d}.tnrv").read_bytes() for i in range(len(specs))])
     write_atomic(path, data)
     return _segmented_result(path, run_dir, results, len(data), time.time() - started)
@@ -287,7 +315,7 @@ def read_segment_result(path: Path) -> dict[str, Any]:
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
-        raise TnervError(f"cannot resume: {path} is missing or unreadable; pass --overwrite to start over") from None
+        raise TnervError(f"{path} is unreadable; pass --overwrite to encode again") from None
 
 
 def _segmented_result(path: Path, run_dir: Path, segments: list[dict[str, Any]], num_bytes: int,

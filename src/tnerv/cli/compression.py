@@ -36,15 +36,19 @@ def _encode_summary(r: Any) -> str:
 
 def cmd_encode(args: argparse.Namespace) -> int:
     """`tnerv encode`: compresses a video into a .tnrv file and measures the file's decoded frames."""
-    from tnerv.compress import encode_video
+    from tnerv.compress import SegmentsPending, encode_video
 
-    result = encode_video(
-        video_spec(args), args.output, model=args.model, preset=args.preset, lam=args.lam,
-        phase_start=args.phase_start, prune=args.prune, model_overrides=dict(args.set or []),
-        train_overrides=train_overrides(args), run_dir=args.run_dir, overwrite=args.overwrite,
-        resume=args.resume, progress=not args.quiet, size=args.size, ablations=args.ablation,
-        on_config=announcer(args), segment_frames=args.segment_frames,
-    )
+    try:
+        result = encode_video(
+            video_spec(args), args.output, model=args.model, preset=args.preset, lam=args.lam,
+            phase_start=args.phase_start, prune=args.prune, model_overrides=dict(args.set or []),
+            train_overrides=train_overrides(args), run_dir=args.run_dir, overwrite=args.overwrite,
+            resume=args.resume, progress=not args.quiet, size=args.size, ablations=args.ablation,
+            on_config=announcer(args), segment_frames=args.segment_frames, worker=args.worker, join=args.join,
+        )
+    except SegmentsPending as pending:  # this worker's share is done: not an error
+        print(f"tnerv: {pending}", file=sys.stderr)
+        return 0
     print_result(result.to_dict(), args.json, _encode_summary(result))
     return 0
 

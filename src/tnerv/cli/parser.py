@@ -87,6 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--segment-frames", type=_positive_int, default=DEFAULT_SEGMENT_FRAMES, metavar="N",
                    help=f"code a longer video in segments of N frames, one model each, in one file "
                         f"(default {DEFAULT_SEGMENT_FRAMES})")
+    p.add_argument("--worker", type=_worker, metavar="I/N",
+                   help="encode segments I, I+N, ... (0 <= I < N) beside N-1 other workers sharing --run-dir; "
+                        "the last to finish writes the file")
+    p.add_argument("--join", action="store_true", help="write the file from the segments the workers wrote")
     _add_training_args(p, "replace an existing output and its run directory", "continue an interrupted encode")
     p.set_defaults(func=cmd_encode)
 
