@@ -44,6 +44,14 @@ def test_three_segments_make_one_file_that_decodes_whole_and_across_boundaries(c
         assert torch.equal(alone, whole[first:end])
     # The quality reported is over every frame: each segment's, weighted by its frames.
     assert result.psnr == pytest.approx(sum(s["psnr"] * s["num_frames"] for s in result.segments) / 10)
+    # The seams: the PSNR of the decoded frames on both sides of each boundary.
+    from tnerv.metrics import psnr
+    target = runs.load_frames(CLIP).float() / 255
+    per_frame = psnr(torch.round(whole * 255) / 255, target).tolist()
+    assert [s["frame"] for s in result.seams] == [4, 8]
+    for seam in result.seams:
+        assert seam["psnr_before"] == pytest.approx(per_frame[seam["frame"] - 1], abs=1e-3)
+        assert seam["psnr_after"] == pytest.approx(per_frame[seam["frame"]], abs=1e-3)
 
 
 def test_inspect_and_decode_name_the_segments(coded, tmp_path, capsys):

@@ -61,7 +61,9 @@ class EncodeResult:
     encode_seconds: float
     epochs: int = 0  # the epochs trained (a time budget's plan, or the recipe's)
     chosen: dict[str, Any] | None = None  # the config chosen for the video (`tnerv.models.budget.describe`)
+    edge_psnr: tuple[float, float] | None = None  # the PSNR of the first and the last frame (seams between segments)
     segments: list[dict[str, Any]] | None = None  # a video coded in segments: each one's own result
+    seams: list[dict[str, Any]] | None = None  # and at each boundary, the PSNR of the frames on both sides
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for --json output."""
@@ -226,6 +228,7 @@ def encode_video(
         encode_seconds=time.time() - started,
         epochs=fitted.epochs,
         chosen=run.get("chosen"),
+        edge_psnr=(quality.per_frame_psnr[0], quality.per_frame_psnr[-1]),
     )
 
 
@@ -347,8 +350,19 @@ def _segmented_result(path: Path, run_dir: Path, segments: list[dict[str, Any]],
         payload_bytes=sum(s["payload_bytes"] for s in segments),
         estimated_payload_bytes=None if None in estimates else sum(estimates),
         parameters=summed("parameters"), encode_seconds=seconds, epochs=first["epochs"], chosen=first["chosen"],
-        segments=segments,
+        segments=segments, seams=seams(segments),
     )
+
+
+def seams(segments: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """At each boundary between segments: its frame, the PSNR of the last frame before it and of the first
+    after it, and the mean PSNR of the two segments (a seam shows as edge frames well below the means)."""
+    out, frame = [], 0
+    for before, after in zip(segments, segments[1:]):
+        frame += before["num_frames"]
+        out.append({"frame": frame, "psnr_before": before["edge_psnr"][1], "psnr_after": after["edge_psnr"][0],
+                    "segment_psnr": [before["psnr"], after["psnr"]]})
+    return out
 
 
 def _written_by(path: Path, run_dir: Path) -> bool:

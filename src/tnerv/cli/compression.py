@@ -23,7 +23,7 @@ def _encode_summary(r: Any) -> str:
     )
     segments = "".join(
         f"\n  segment {i}: {s['num_frames']} frames, {s['num_bytes']:,} bytes, {s['bpp']:.4f} bpp, PSNR {s['psnr']:.2f} dB"
-        for i, s in enumerate(r.segments or []))
+        f" (first frame {s['edge_psnr'][0]:.2f}, last {s['edge_psnr'][1]:.2f})" for i, s in enumerate(r.segments or []))
     return (
         f"{r.path}: {r.num_bytes:,} bytes, {r.bpp:.4f} bpp ({r.num_frames} frames of {r.width}x{r.height}){estimate}"
         f"{segments}\n"
