@@ -63,9 +63,12 @@ def table(record: dict) -> str:
     curve = [AnchorResult(**r) for r in record["anchor"]]
     rows = [f"| Model | Budget | Epochs | Encode | PSNR (dB) | bpp | {anchor_label('x265')} bpp at that PSNR |",
             "|---|---|---|---|---|---|---|"]
+    lowest, highest = min(curve, key=lambda r: r.psnr), max(curve, key=lambda r: r.psnr)
     for e in record["encodes"]:
         anchor = bpp_at_psnr(curve, e["psnr"])
-        beside = f"{anchor:.4f} ({e['bpp'] / anchor:.1f}x)" if anchor else "outside its curve"
+        beside = (f"{anchor:.4f} ({e['bpp'] / anchor:.1f}x)" if anchor else
+                  f"below its curve (lowest: {lowest.psnr:.2f} dB at {lowest.bpp:.4f} bpp, CRF {lowest.crf})"
+                  if e["psnr"] < lowest.psnr else f"above its curve (highest: {highest.psnr:.2f} dB)")
         rows.append(f"| {e['model']} | {format_duration(e['budget_seconds'])} | {e['epochs']} | "
                     f"{format_duration(e['encode_seconds'])} | {e['psnr']:.2f} | {e['bpp']:.4f} | {beside} |")
     return "\n".join(rows)

@@ -9,8 +9,8 @@ import pytest
 from av.video.frame import PictureType
 
 from tnerv.anchors import (
-    ANCHOR_CODECS, DEFAULT_CRFS, AnchorResult, anchor_curve, anchor_label, anchor_outputs, bpp_at_psnr, check_crfs,
-    encode_anchor,
+    ANCHOR_CODECS, DEFAULT_CRFS, AnchorResult, anchor_at_psnr, anchor_curve, anchor_label, anchor_outputs, bpp_at_psnr,
+    check_crfs, encode_anchor,
 )
 from tnerv.bench.display import display_of
 from tnerv.cli import build_parser, main
@@ -259,3 +259,12 @@ def test_the_anchor_bpp_at_a_psnr_is_log_interpolated_on_its_curve():
     assert bpp_at_psnr(curve, 36.0) == pytest.approx(0.16) and bpp_at_psnr(curve, 28.0) == pytest.approx(0.01)
     assert bpp_at_psnr(curve, 27.9) is None and bpp_at_psnr(curve, 36.1) is None  # no extrapolation
     assert bpp_at_psnr(curve[:1], 28.0) == pytest.approx(0.01) and bpp_at_psnr([], 30.0) is None
+
+
+def test_the_anchor_at_a_psnr_is_the_largest_crf_that_reaches_it(carphone8):
+    target = encode_anchor(carphone8, "x265", 30)[0].psnr - 0.01  # CRF 30 reaches it; larger ones are expected not to
+    found = anchor_at_psnr(carphone8, target, "x265")
+    assert found is not None and found.psnr >= target
+    above = encode_anchor(carphone8, "x265", found.crf + 1)[0]
+    assert above.psnr < target  # the next CRF falls short: no smaller stream reaches the target
+    assert anchor_at_psnr(carphone8, 99.0, "x265") is None

@@ -198,3 +198,6 @@ def test_demo_encodes_and_decodes_the_sample(capsys, tmp_path):
     assert report["encode"]["bpp"] == (tmp_path / "demo" / "bikes.tnrv").stat().st_size * 8 / (4 * 128 * 256)
     assert report["decode"]["num_frames"] == 4 and (tmp_path / "demo" / "bikes-decoded.mp4").exists()
     assert (tmp_path / "demo" / "bytes.png").exists()
+    # x265 beside it: the largest CRF whose PSNR reaches the file's (the demo always compares).
+    anchor = report["anchor"]
+    assert anchor is None or (anchor["psnr"] >= report["encode"]["psnr"] and anchor["num_frames"] == 4)

@@ -293,3 +293,19 @@ def bpp_at_psnr(curve: Iterable[AnchorResult], psnr: float) -> float | None:
             share = (psnr - low_psnr) / (high_psnr - low_psnr)
             return math.exp(low_rate + share * (high_rate - low_rate))
     return next((math.exp(rate) for p, rate in points if p == psnr), None)
+
+
+def anchor_at_psnr(frames: np.ndarray, psnr: float, codec: str = "x265", **kwargs: Any) -> AnchorResult | None:
+    """The anchor's encode at the largest CRF whose PSNR reaches `psnr` (other arguments as encode_anchor,
+    except stream_path): a binary search over the codec's CRF range, PSNR falling as CRF grows (about 6
+    encodes); None if even its lowest CRF falls short."""
+    low, high = _codec(codec).crf_range
+    best = None
+    while low <= high:
+        crf = (low + high) // 2
+        result = encode_anchor(frames, codec, crf, **kwargs)[0]
+        if result.psnr >= psnr:
+            best, low = result, crf + 1
+        else:
+            high = crf - 1
+    return best

@@ -3,16 +3,17 @@ measure what a decoder gets from it (decoding itself: tnerv.decode)."""
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections.abc import Callable
-import json
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from tnerv.anchors import AnchorResult, anchor_at_psnr
 from tnerv.codec.bitstream import read_file
 from tnerv.codec.container import decoder_from_file, write_model_file
 from tnerv.codec.segments import pack_segments
@@ -32,7 +33,7 @@ from tnerv.metrics import QualityReport, bits_per_pixel
 from tnerv.models import VideoINR, config_to_dict, load_preset, model_class
 from tnerv.models.budget import DEFAULT_MODEL
 from tnerv.parallel import launched_by_torchrun
-from tnerv.runs import VideoSpec, fit_run, load_run, read_run
+from tnerv.runs import VideoSpec, fit_run, load_frames, load_run, read_run
 from tnerv.time_budget import DEFAULT_ENCODE_BUDGET, RECIPE_LIMIT, format_duration
 from tnerv.train import VideoFrames, evaluate
 from tnerv.video import count_frames, default_matrix, probe
@@ -363,6 +364,16 @@ def seams(segments: list[dict[str, Any]]) -> list[dict[str, Any]]:
         out.append({"frame": frame, "psnr_before": before["edge_psnr"][1], "psnr_after": after["edge_psnr"][0],
                     "segment_psnr": [before["psnr"], after["psnr"]]})
     return out
+
+
+def anchor_beside(video: VideoSpec, result: EncodeResult, codec: str = "x265") -> AnchorResult | None:
+    """The anchor's smallest encode of the same frames whose PSNR reaches the file's (`anchor_at_psnr`: a
+    short CRF search), None if none does; for a video of one segment (it reads the frames whole)."""
+    if result.segments:
+        raise TnervError("--compare encodes the video whole with the anchor: it takes a video of one segment")
+    frames = load_frames(video).permute(0, 2, 3, 1).contiguous().numpy()
+    fps = probe(video.path, size=video.yuv_size).fps / video.step
+    return anchor_at_psnr(frames, result.psnr, codec, fps=fps, matrix=video.matrix)
 
 
 def _written_by(path: Path, run_dir: Path) -> bool:
