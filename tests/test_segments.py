@@ -137,8 +137,18 @@ def test_a_crafted_segment_list_is_refused_in_one_line(coded, tmp_path):
     for change, message in cases.items():
         bad = tmp_path / f"{change.__name__}.tnrv"
         bad.write_bytes(_segmented(files, change))
-        with pytest.raises(BitstreamError, match=message):
-            decode_frames(bad, 0, 1)
+        for refused in (lambda: decode_frames(bad, 0, 10), lambda: inspect_file(bad)):
+            with pytest.raises(BitstreamError, match=message):
+                refused()
+    def garbled(header, bodies):  # segment 2's own file is no file (the outer checksums recomputed)
+        return header, [bodies[0], bodies[1], b"not a tnerv file"]
+
+    bad = tmp_path / "garbled.tnrv"
+    bad.write_bytes(_segmented(files, garbled))
+    assert torch.equal(decode_frames(bad, 0, 8)[0], decode_frames(folder / "clip.tnrv", 0, 8)[0])  # not read
+    for refused in (lambda: decode_frames(bad, 7, 9), lambda: inspect_file(bad)):
+        with pytest.raises(BitstreamError, match="segment 2 is not a tnerv bitstream"):
+            refused()
     header, sections = unpack(files[0])
     listing = json.dumps({**header, "segments": [{"name": "segment 0"}]}).encode()  # a one-model file, and segments
     with pytest.raises(BitstreamError, match="lists segments too"):

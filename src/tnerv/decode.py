@@ -140,18 +140,27 @@ class Part:
     source: str  # how errors name it
 
 
-def read_parts(path: str | Path) -> tuple[dict[str, Any], list[Part]]:
-    """A file's header and its parts, every part's header checked: the whole file, or each segment's."""
+def read_parts(
+    path: str | Path, frames: Callable[[int], tuple[int, int]] | None = None
+) -> tuple[dict[str, Any], list[Part], int, int]:
+    """A file's header, its parts (the whole file, or each segment's) that hold the frames [first, end)
+    that `frames` picks given the video's frame count (default: all), each part's header checked, and
+    first, end. Only those segments' files are read: a file of many segments costs a range no more."""
     source = str(path)
     header, sections = read_file(path)
     if not is_segmented(header):
-        return header, [Part(0, header, check_header(header, source), sections, Path(path).stat().st_size, source)]
+        config = check_header(header, source)
+        first, end = frames(config.num_frames) if frames else (0, config.num_frames)
+        return header, [Part(0, header, config, sections, Path(path).stat().st_size, source)], first, end
+    table = segment_table(header, source)
+    first, end = frames(table[-1].end) if frames else (0, table[-1].end)
     parts = []
-    for i, segment in enumerate(segment_table(header, source)):
-        inner, inner_sections, size = segment_file(header, sections, i, source)
-        where = f"{source} segment {i}"
-        parts.append(Part(segment.first, inner, check_header(inner, where), inner_sections, size, where))
-    return header, parts
+    for i, segment in enumerate(table):
+        if segment.first < end and first < segment.end:
+            inner, inner_sections, size = segment_file(header, sections, table, i, source)
+            where = f"{source} segment {i}"
+            parts.append(Part(segment.first, inner, check_header(inner, where), inner_sections, size, where))
+    return header, parts, first, end
 
 
 def open_parts(
@@ -164,8 +173,7 @@ def open_parts(
     frame count, each with its own range of them: the file read and checked once, then the cost of decoding
     each part's frames `batch_size` at a time, the whole range's frames held, against `max_memory`
     (`check_cost`), before any part is decoded."""
-    header, parts = read_parts(path)
-    first, end = frames(header["video"]["num_frames"])
+    header, parts, first, end = read_parts(path, frames)
     chosen = []
     for part in parts:
         a, b = max(first - part.first, 0), min(end - part.first, part.header["video"]["num_frames"])
@@ -358,7 +366,7 @@ def choose_decode_path(
 def inspect_file(path: str | Path) -> dict[str, Any]:
     """The header of a .tnrv file and its bytes by component and by tensor; for a file coded in segments,
     its video and each segment's own (its frames, bytes and bpp, and what a file of one model shows)."""
-    header, parts = read_parts(path)
+    header, parts, _, _ = read_parts(path)
     size = Path(path).stat().st_size
     v = header["video"]
     info = {"path": str(path), "bytes": size, "bpp": bits_per_pixel(size, v["num_frames"], v["height"], v["width"])}

@@ -1,7 +1,7 @@
 """Videos coded in segments (bitstream version 4, docs/bitstream.md): one file whose header lists the
 segments (their first frame and frame count) and whose sections each hold one segment's own .tnrv file, a
-model of those frames alone. A range of frames is decoded from the segments that
-hold it (`tnerv.decode.open_parts`)."""
+model of those frames alone. A range of frames is decoded from the segments that hold it
+(`tnerv.decode.read_parts`)."""
 
 from __future__ import annotations
 
@@ -78,11 +78,10 @@ def segment_table(header: dict[str, Any], source: str = "file") -> list[Segment]
 
 
 def segment_file(
-    header: dict[str, Any], sections: list[Section], index: int, source: str = "file"
+    header: dict[str, Any], sections: list[Section], table: list[Segment], index: int, source: str = "file"
 ) -> tuple[dict[str, Any], list[Section], int]:
-    """Segment `index`'s own file, read and checked (a file of one model, version 2 or 3, of the segment's
-    frames and the video's picture): its header, sections and size in bytes."""
-    table = segment_table(header, source)
+    """Segment `index`'s own file (`table`: the file's `segment_table`), read and checked (a file of one model,
+    version 2 or 3, of the segment's frames and the video's picture): its header, sections and size in bytes."""
     where = f"{source} segment {index}"
     data = sections[index].data if isinstance(sections[index], SegmentSection) else b""
     if len(data) >= _PREAMBLE.size and _PREAMBLE.unpack_from(data)[1] == SEGMENTED:
