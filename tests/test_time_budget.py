@@ -56,6 +56,9 @@ def test_the_recipe_is_kept_when_it_fits_and_a_budget_fills_itself():
     default = Budget(seconds=100, recipe_epochs=300, recipe_first=True)
     epochs, line = default.first_plan(0.0, costs)  # the recipe: 3000 s, within an hour: kept
     assert epochs == 300 and not default.active and "300 epochs" in line
+    short = Budget(seconds=5, recipe_epochs=300).first_plan(0.0, costs)  # one epoch takes 10 s
+    assert short[0] == 1 and "past the budget: less than an epoch fits" in short[1]
+    assert "past the budget" not in explicit.first_plan(0.0, costs)[1]
     slow = Costs(step_seconds=2.0, eval_seconds=0.0, steps_per_epoch=10, eval_every=10)
     default = Budget(seconds=100, recipe_epochs=300, recipe_first=True)
     epochs, line = default.first_plan(0.0, slow)  # the recipe: 6000 s, more than an hour: the budget

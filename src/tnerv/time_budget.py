@@ -174,7 +174,11 @@ class Budget:
         if self.seconds is None or (self.recipe_first and recipe <= RECIPE_LIMIT):
             return self.recipe_epochs, cost, True
         epochs = costs.epochs_within(self.left(elapsed, costs), done)
+        ends = elapsed + costs.seconds(epochs, done) + self.reserve_evals * costs.eval_seconds
         within = f"{epochs} epochs (about {format_duration(elapsed + costs.seconds(epochs, done))} here)"
+        if ends > self.seconds * (1 + REPLAN_MARGIN):  # plans are whole epochs: the least is one more
+            within += (f", past the budget: less than an epoch fits ({costs.steps_per_epoch} steps), and a plan is "
+                       "whole epochs")
         if self.recipe_first:
             return epochs, (f"the recipe's {cost}, more than {format_duration(RECIPE_LIMIT)}: training for "
                             f"{format_duration(self.seconds)} instead, {within}; --epochs {self.recipe_epochs} asks for "
