@@ -160,7 +160,7 @@ def test_a_video_too_long_for_the_machine_is_refused_before_any_work_naming_a_le
     import tnerv.host as host
 
     per_frame = 32 * 64 * 3 * host.FRAME_BYTES_PER_VALUE
-    monkeypatch.setattr(host, "machine_memory", lambda: int(3.5 * per_frame / host.FRAMES_SHARE))  # 3 frames fit
+    monkeypatch.setattr(host, "FRAMES_SHARE", 3.5 * per_frame / host.machine_memory())  # 3 frames fit here
     code = main(["encode", "bikes", "--frames", "10", "--resize", "32x64", "-o", str(tmp_path / "clip.tnrv"),
                  "--epochs", "1", "--segment-frames", "4"])
     err = capsys.readouterr().err.strip()
@@ -169,6 +169,10 @@ def test_a_video_too_long_for_the_machine_is_refused_before_any_work_naming_a_le
     host.check_frames_fit(3, 32, 64)  # the length it names does fit
     with pytest.raises(Exception, match="--segment-frames 3 fits"):
         host.check_frames_fit(4, 32, 64)
+    # Without --segment-frames, segments are as long as fit here (3 frames), not the default's 600.
+    result = encode_video(CLIP, tmp_path / "fits.tnrv", preset="nerv-s-cpu", progress=False, model_overrides=TINY,
+                          train_overrides={"epochs": 1}, segment_frames=None)
+    assert [s["num_frames"] for s in result.segments] == [3, 3, 3, 1]
 
 
 def test_two_workers_and_a_join_write_the_file_of_one_process(coded, tmp_path, capsys):

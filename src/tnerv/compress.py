@@ -28,7 +28,7 @@ from tnerv.codec.settings import (
 from tnerv.codec.wrapper import CompressionWrapper
 from tnerv.errors import TnervError
 from tnerv.files import check_output, write_atomic, write_json_atomic
-from tnerv.host import check_frames_fit, machine_memory
+from tnerv.host import check_frames_fit, frames_that_fit, machine_memory
 from tnerv.metrics import QualityReport, bits_per_pixel
 from tnerv.models import VideoINR, config_to_dict, load_preset, model_class
 from tnerv.models.budget import DEFAULT_MODEL
@@ -155,7 +155,7 @@ def encode_video(
     size: int | None = None,
     ablations: list[str] | None = None,
     on_config: Callable[[dict[str, Any]], None] | None = None,
-    segment_frames: int = DEFAULT_SEGMENT_FRAMES,
+    segment_frames: int | None = None,
     worker: tuple[int, int] | None = None,
     join: bool = False,
 ) -> EncodeResult:
@@ -164,19 +164,22 @@ def encode_video(
     what a decoder gets from it. With neither epochs nor a time budget in `train_overrides`, a fresh encode
     keeps the recipe's epochs if they take at most RECIPE_LIMIT here, else trains for
     DEFAULT_ENCODE_BUDGET (`tnerv.time_budget`); a budget counts the whole encode, the file's check included.
-    A video of more than `segment_frames` frames is coded in segments (`encode_segments`, where `worker`
-    and `join` apply)."""
+    A video of more than `segment_frames` frames (default: DEFAULT_SEGMENT_FRAMES, or as many as fit this
+    machine's memory if fewer) is coded in segments (`encode_segments`, where `worker` and `join` apply)."""
     if launched_by_torchrun():
         raise TnervError("tnerv encode runs in one process; torchrun is for tnerv fit")
     path = check_output(path, (".tnrv",), "a .tnrv file")
     run_dir = Path(run_dir) if run_dir else path.with_name(path.name + ".run")
     if path.exists() and not overwrite and not (resume and _written_by(path, run_dir)):
         raise TnervError(f"{path} exists; pass --overwrite to replace it")
-    if segment_frames < 1:
-        raise TnervError(f"--segment-frames must be at least 1, got {segment_frames}")
     total = count_frames(video.path, start=video.start, count=video.count, step=video.step, size=video.yuv_size)
     info = probe(video.path, size=video.yuv_size)
-    check_frames_fit(min(total, segment_frames), *(video.resize or (info.height, info.width)))
+    height, width = video.resize or (info.height, info.width)
+    if segment_frames is None:
+        segment_frames = max(1, min(DEFAULT_SEGMENT_FRAMES, frames_that_fit(height, width)))
+    if segment_frames < 1:
+        raise TnervError(f"--segment-frames must be at least 1, got {segment_frames}")
+    check_frames_fit(min(total, segment_frames), height, width)
     if (worker or join) and total <= segment_frames:
         raise TnervError(f"--worker and --join share the segments of a video longer than --segment-frames "
                          f"({segment_frames}); this one has {total} frames")

@@ -48,16 +48,20 @@ FRAME_BYTES_PER_VALUE = 5
 FRAMES_SHARE = 0.5
 
 
+def frames_that_fit(height: int, width: int) -> int:
+    """How many frames of height x width a fit may hold here (FRAMES_SHARE of this machine's memory)."""
+    return int(FRAMES_SHARE * machine_memory() // (height * width * 3 * FRAME_BYTES_PER_VALUE))
+
+
 def check_frames_fit(frames: int, height: int, width: int) -> None:
     """Refuses, before anything is read, a segment of `frames` frames of height x width whose frames would
     take more than FRAMES_SHARE of this machine's memory, naming the --segment-frames that fits."""
-    per_frame = height * width * 3 * FRAME_BYTES_PER_VALUE
-    available = FRAMES_SHARE * machine_memory()
-    if frames * per_frame > available:
-        fits = int(available // per_frame)
+    fits = frames_that_fit(height, width)
+    if frames > fits:
         setting = f"--segment-frames {fits} fits" if fits else "no segment of even one such frame fits"
         raise TnervError(
-            f"{frames} frames of {width}x{height} need about {frames * per_frame / 2**30:,.1f} GiB to train on, "
+            f"{frames} frames of {width}x{height} need about "
+            f"{frames * height * width * 3 * FRAME_BYTES_PER_VALUE / 2**30:,.1f} GiB to train on, "
             f"more than {FRAMES_SHARE:.0%} of this machine's {machine_memory() / 2**30:,.1f} GiB: {setting}"
         )
 

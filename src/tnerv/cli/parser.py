@@ -84,9 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prune", type=_fraction,
                    help="fraction of decoder weights to prune (post-training models; NeRV: 0.4; HiNeRV: 0.15 of all its parameters)")
     p.add_argument("--run-dir", help="where training checkpoints go (default: OUTPUT.run)")
-    p.add_argument("--segment-frames", type=_positive_int, default=DEFAULT_SEGMENT_FRAMES, metavar="N",
-                   help=f"code a longer video in segments of N frames, one model each, in one file "
-                        f"(default {DEFAULT_SEGMENT_FRAMES})")
+    p.add_argument("--segment-frames", type=_positive_int, metavar="N",
+                   help=f"code a longer video in segments of N frames, one model each, in one file (default "
+                        f"{DEFAULT_SEGMENT_FRAMES}, or as many as fit this machine's memory if fewer)")
     p.add_argument("--worker", type=_worker, metavar="I/N",
                    help="encode segments I, I+N, ... (0 <= I < N) beside N-1 other workers sharing --run-dir; "
                         "the last to finish writes the file")
