@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
+from tnerv.allocator import keep_large_buffers
 from tnerv.cli.parser import build_parser
 from tnerv.errors import TnervError
 
@@ -34,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         args.argv = argv
     except SystemExit as exc:  # --help (0), or a bad command line already reported in one line (2)
         return int(exc.code or 0)
+    keep_large_buffers()
     try:
         return args.func(args)
     except TnervError as exc:
