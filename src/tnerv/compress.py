@@ -290,19 +290,25 @@ def encode_segments(
         name = run_dir / f"segment-{i:03d}"
         return Path(f"{name}.tnrv.json").exists() and _written_by(Path(f"{name}.tnrv"), name)
 
-    for i in mine:
+    encoded: list[float] = []  # seconds per frame of the segments this process encoded
+    for k, i in enumerate(mine):
         spec, name = specs[i], f"segment-{i:03d}"
         done = (resume or worker is not None) and written(i)
         if progress:
+            left = sum(specs[j].count for j in mine[k:]) * sum(encoded) / len(encoded) if encoded else None
             print(f"tnerv: segment {i + 1} of {len(specs)}: frames {spec.start}.. ({spec.count})"
-                  + (", written before" if done else ""), file=sys.stderr, flush=True)
+                  + (", written before" if done else "")
+                  + (f"; about {format_duration(left)} left for this process's segments" if left and not done else ""),
+                  file=sys.stderr, flush=True)
         if done:
             continue
+        began = time.time()
         result = encode_video(
             spec, run_dir / f"{name}.tnrv", run_dir=run_dir / name, overwrite=overwrite,
             resume=resume and (run_dir / name / "run.json").exists(), progress=progress,
             train_overrides=train_overrides, segment_frames=spec.count, **options)
         write_json_atomic(result.to_dict(), run_dir / f"{name}.tnrv.json")
+        encoded.append((time.time() - began) / spec.count)
     missing = [i for i in range(len(specs)) if not written(i)]
     if missing and join:
         raise TnervError(f"cannot join: segments {', '.join(map(str, missing))} of {len(specs)} are not written "
