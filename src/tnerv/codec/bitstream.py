@@ -396,6 +396,11 @@ def _parse_header(body: bytes, num_sections: int, version: int) -> dict[str, Any
     return header
 
 
+def declared_version(data: bytes) -> int | None:
+    """The version a file's preamble declares (unchecked), None if it is too short to hold one."""
+    return _PREAMBLE.unpack_from(data)[1] if len(data) >= _PREAMBLE.size else None
+
+
 def read_file(path: str | Path) -> tuple[dict[str, Any], list[Section]]:
     """Reads and verifies a .tnrv file."""
     path = Path(path)

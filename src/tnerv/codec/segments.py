@@ -11,12 +11,12 @@ from typing import Any
 
 import tnerv
 from tnerv.codec.bitstream import (
-    _PREAMBLE,
     SEGMENT,
     SEGMENTED,
     BitstreamError,
     Section,
     SegmentSection,
+    declared_version,
     frame_sections,
     unpack,
 )
@@ -84,7 +84,7 @@ def segment_file(
     version 2 or 3, of the segment's frames and the video's picture): its header, sections and size in bytes."""
     where = f"{source} segment {index}"
     data = sections[index].data if isinstance(sections[index], SegmentSection) else b""
-    if len(data) >= _PREAMBLE.size and _PREAMBLE.unpack_from(data)[1] == SEGMENTED:
+    if declared_version(data) == SEGMENTED:
         raise BitstreamError(f"{where} is itself a segmented file")  # one level: no nesting to recurse into
     inner, inner_sections = unpack(data, where)
     video = inner.get("video")
