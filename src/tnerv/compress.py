@@ -293,7 +293,7 @@ def encode_segments(
     encoded: list[float] = []  # seconds per frame of the segments this process encoded
     for k, i in enumerate(mine):
         spec, name = specs[i], f"segment-{i:03d}"
-        done = (resume or worker is not None) and written(i)
+        done = (resume or worker is not None) and not overwrite and written(i)  # --overwrite encodes it again
         if progress:
             left = sum(specs[j].count for j in mine[k:]) * sum(encoded) / len(encoded) if encoded else None
             print(f"tnerv: segment {i + 1} of {len(specs)}: frames {spec.start}.. ({spec.count})"
