@@ -621,7 +621,8 @@ def fit(
                     epoch_loss += sum_over_ranks(loss.detach() * len(idx) * (weight > 0)).item()
                     bar.update(1)
                     clock.tick()
-                    if costs is None and clock.ready():
+                    # Rank 0's clock decides for every rank (torchrun): the plan below is a collective.
+                    if costs is None and broadcast_from_main(torch.tensor([int(clock.ready())], device=device)).item():
                         costs = first_costs(clock, items, timed_eval)
                         if not resume:
                             elapsed = time.time() - started
