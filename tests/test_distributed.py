@@ -1,6 +1,7 @@
 """Data-parallel fits with torchrun (gloo on the CPU): 2 processes give the weights of one process
 with the same global batch, and a killed 2-process fit resumes to the same weights."""
 
+import json
 import subprocess
 import sys
 
@@ -95,3 +96,16 @@ def test_a_killed_two_process_fit_resumes_to_the_same_weights(tmp_path, two_proc
     resumed = torchrun("-m", "tnerv", "fit", str(sample("bikes")), "--out", str(killed), "--resume", "--quiet")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert_close(weights(killed), weights(two_process_runs["tnerv"]), atol=0)
+
+
+def test_two_processes_plan_a_time_budget_together(tmp_path):
+    """Under a time budget, the plan made after the first timed steps is a collective (rank 0's plan on every
+    rank): the ranks agree on when it is made (rank 0's clock), else one would wait for the other forever."""
+    out = tmp_path / "budget"
+    proc = subprocess.run([*TORCHRUN, "-m", "tnerv", "fit", *CLIP, *TINY["nerv"], "--time", "5s", "--eval-every", "50",
+                           "--batch-size", "1", "--out", str(out), "--quiet"], capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = json.loads((out / "run.json").read_text())
+    planned = torch.load(out / "checkpoint.pt", weights_only=False)["train_config"]["epochs"]
+    assert run["time_budget"]["seconds"] == 5.0 and run["time_budget"]["estimate"] is not None
+    assert 1 <= run["time_budget"]["epochs"] == planned
