@@ -172,8 +172,8 @@ def encode_video(
     run_dir = Path(run_dir) if run_dir else path.with_name(path.name + ".run")
     if path.exists() and not overwrite and not (resume and _written_by(path, run_dir)):
         raise TnervError(f"{path} exists; pass --overwrite to replace it")
-    total = count_frames(video.path, start=video.start, count=video.count, step=video.step, size=video.yuv_size)
     info = probe(video.path, size=video.yuv_size)
+    total = count_frames(info, start=video.start, count=video.count, step=video.step)
     height, width = video.resize or (info.height, info.width)
     if segment_frames is None:
         segment_frames = max(1, min(DEFAULT_SEGMENT_FRAMES, frames_that_fit(height, width)))

@@ -119,7 +119,7 @@ def decode_frames(
     """Frames [first, end) of a file (N, 3, H, W) in [0, 1], with the decoding time (building the
     decoders included) and the video's fps; `execution` is the path the decoders run (fp32 by default)."""
     def decode() -> tuple[torch.Tensor, dict[str, Any]]:
-        header, chosen = open_parts(path, lambda _: (first, end), max_memory, batch_size)
+        header, chosen, _, _ = open_parts(path, lambda _: (first, end), max_memory, batch_size)
         frames = [decode_range(build_part(part, device), part.header, a, b, batch_size, execution, part.source)
                   for part, a, b in chosen]
         return torch.cat(frames), header
@@ -168,20 +168,17 @@ def open_parts(
     frames: Callable[[int], tuple[int, int]],
     max_memory: int | None = None,
     batch_size: int = 4,
-) -> tuple[dict[str, Any], list[tuple[Part, int, int]]]:
-    """A file's header, and the parts that hold the frames [first, end) that `frames` picks given the video's
-    frame count, each with its own range of them: the file read and checked once, then the cost of decoding
-    each part's frames `batch_size` at a time, the whole range's frames held, against `max_memory`
-    (`check_cost`), before any part is decoded."""
+) -> tuple[dict[str, Any], list[tuple[Part, int, int]], int, int]:
+    """A file's header, the parts that hold the frames [first, end) that `frames` picks given the video's
+    frame count, each with its own range of them, and first, end: the file read and checked once
+    (`read_parts`), then the cost of decoding each part's frames `batch_size` at a time, the whole range's
+    frames held, against `max_memory` (`check_cost`), before any part is decoded."""
     header, parts, first, end = read_parts(path, frames)
-    chosen = []
-    for part in parts:
-        a, b = max(first - part.first, 0), min(end - part.first, part.header["video"]["num_frames"])
-        if a < b:
-            chosen.append((part, a, b))
-    for part, a, b in chosen:
+    chosen = [(part, max(first - part.first, 0), min(end - part.first, part.header["video"]["num_frames"]))
+              for part in parts]  # read_parts keeps only the parts that hold some of the range
+    for part, _, _ in chosen:
         check_cost(part.header, part.config, part.size, part.source, max_memory, end - first, batch_size)
-    return header, chosen
+    return header, chosen, first, end
 
 
 def build_part(part: Part, device: str | torch.device = "cpu") -> VideoINR:
@@ -244,7 +241,7 @@ def decode_file(
         raise TnervError(f"{output} exists; pass --overwrite to replace it")
     built = path_seconds = seconds = 0.0
     started = time.perf_counter()
-    header, chosen = open_parts(path, lambda n: parse_range(frame_range, n), max_memory, batch_size)
+    header, chosen, first, end = open_parts(path, lambda n: parse_range(frame_range, n), max_memory, batch_size)
     decoded, choices = [], []
     for part, a, b in chosen:  # one decoder at a time: a segment's, or the file's
         decoder = build_part(part)
@@ -260,7 +257,6 @@ def decode_file(
         choices.append({**choice, **what_ran(decoder, execution)})
         del decoder
         started = time.perf_counter()
-    first, end = chosen[0][0].first + chosen[0][1], chosen[-1][0].first + chosen[-1][2]
     seconds += built
     frames = torch.cat(decoded)
     choice = choices[0] if len(choices) == 1 else {

@@ -395,10 +395,10 @@ def _default_matrix(info: VideoInfo) -> str:
     return default_matrix(info.height)
 
 
-def count_frames(path: str | Path, *, start: int = 0, count: int | None = None, step: int = 1,
-                 size: tuple[int, int] | None = None) -> int:
-    """How many frames `read_video` reads with these arguments, by the source's own frame count."""
-    return len(_selection(probe(path, size=size), start, count, step))
+def count_frames(info: VideoInfo, *, start: int = 0, count: int | None = None, step: int = 1) -> int:
+    """How many frames `read_video` reads of a source (`probe`'s `info`) with these arguments, by the source's
+    own frame count."""
+    return len(_selection(info, start, count, step))
 
 
 def read_video(
