@@ -5,10 +5,11 @@ frames of the bikes sample, next to the official implementation's figures for th
     python benchmarks/parity.py --models hnerv --seeds 3 --restart-on-collapse 1
     python benchmarks/parity.py --epochs 2 --seeds 1   # a quick check that everything runs
 
-Seed by seed, each tnerv fit is set next to the official code's fit of the same seed (for NeRV, HNeRV and
-FFNeRV the same initial weights and frame order, tests/test_official_init.py; E-NeRV and DNeRV start from
-other weights at the same seed, docs/experiments.md), and the verdict of a model is over all its seeds. A fit that ends less than 1 dB above the mean frame's PSNR is labelled collapsed, on
-either side, by the same rule.
+Seed by seed, each tnerv fit is set next to the official code's fit of the same seed. For NeRV, HNeRV and
+FFNeRV the same seed is the same start (initial weights and frame order, tests/test_official_init.py), so
+every seed must be within 0.3 dB of its official twin; E-NeRV, DNeRV and HiNeRV start from other weights at
+the same seed (docs/experiments.md), so their seeds are samples and the verdict compares the medians. A fit
+that ends less than 1 dB above the mean frame's PSNR is labelled collapsed, on either side, by the same rule.
 
 Each preset builds, layer for layer, what the official code builds with its README flags scaled to about
 0.35M parameters, and trains with the official recipe (see the presets' descriptions). Measured as the
@@ -62,7 +63,11 @@ OFFICIAL = {
     "dnerv": {"parameters": 357_828, "s_per_epoch": 9.98, "psnr": {1: 30.59, 2: 30.74, 3: 30.57}},
 }
 MODELS = ["nerv", "hnerv", "ffnerv", "enerv", "dnerv", "hinerv"]
-TOLERANCE_DB = 0.3  # a seed against the official code's same seed
+# Models whose seed gives tnerv the official initial weights and frame order (tests/test_official_init.py):
+# each seed is judged against the official same seed. The others start elsewhere at the same seed
+# (docs/experiments.md), so their seeds are samples of one distribution and the medians are compared.
+SAME_START = {"nerv", "hnerv", "ffnerv"}
+TOLERANCE_DB = 0.3  # a seed against the official same seed, or a median against the official median
 RESTART_TOLERANCE_DB = 0.5  # a fit restarted after a collapse against the official seeds that trained
 PAPER_EPOCHS = 60  # the official figures' epochs: a verdict is given only at these
 
@@ -127,19 +132,24 @@ def stuck_at_mean_frame(final_psnr: float, mean_psnr: float) -> bool:
 
 
 def model_verdict(rows: list[dict]) -> str:
-    """The verdict over all seeds of one model: each seed against the official code's same seed (a restarted
-    fit against the median of the official seeds that trained)."""
+    """The verdict over all seeds of one model: for a model in SAME_START each seed against the official
+    code's same seed (a restarted fit against the median of the official seeds that trained), for the others
+    the median over the seeds against the official median of the same seeds."""
     compared = [r for r in rows if r["official_psnr"] is not None]
     if not compared:
         return "no official figure for these seeds"
     if any(r["epochs"] != PAPER_EPOCHS for r in rows):
         return f"no verdict: the official figures are at {PAPER_EPOCHS} epochs"
-    missed = [r for r in compared if abs(r["psnr"] - r["official_psnr"]) > r["tolerance"]]
-    disagree = [r for r in compared if not r["restarts"] and r["label"] != r["official_label"] and r not in missed]
     ours = statistics.median(r["psnr"] for r in compared)
     theirs = statistics.median(r["official_psnr"] for r in compared)
     head = (f"median over seeds {' '.join(str(r['seed']) for r in compared)}: {ours:.2f} dB, official {theirs:.2f} "
             f"({ours - theirs:+.2f}); ")
+    if compared[0]["model"] not in SAME_START:
+        if abs(ours - theirs) > TOLERANCE_DB:
+            return head + f"FAILS: the median MISSES {TOLERANCE_DB} dB (another start than the official code's)"
+        return head + f"the median within {TOLERANCE_DB} dB (another start than the official code's: medians compared)"
+    missed = [r for r in compared if abs(r["psnr"] - r["official_psnr"]) > r["tolerance"]]
+    disagree = [r for r in compared if not r["restarts"] and r["label"] != r["official_label"] and r not in missed]
     if missed or disagree:
         parts = [f"seed {r['seed']} MISSES {r['tolerance']} dB" for r in missed]
         parts += [f"seed {r['seed']}: collapsed on one side only" for r in disagree]
