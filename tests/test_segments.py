@@ -2,6 +2,7 @@
 segments that hold it, frames read a segment at a time, an interrupted encode resumed at its segment."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -189,3 +190,13 @@ def test_two_workers_and_a_join_write_the_file_of_one_process(coded, tmp_path, c
     assert out.read_bytes() == (folder / "clip.tnrv").read_bytes()
     out.unlink()
     assert main([*args, "--join"]) == 0 and out.read_bytes() == (folder / "clip.tnrv").read_bytes()
+
+
+def test_a_segmented_encode_shows_one_bar_over_the_whole_video(tmp_path, capsys):
+    encode_video(CLIP, tmp_path / "clip.tnrv", preset="nerv-s-cpu", model_overrides=TINY,
+                 train_overrides={"epochs": 2}, segment_frames=4)
+    err = capsys.readouterr().err
+    shares = [int(share) for share in re.findall(r"video: +(\d+)%", err)]
+    assert shares[-1] == 100 and shares == sorted(shares)
+    assert "segment=3/3" in err and "segment 3 of 3: frames 8.. (2)" in err
+    assert not re.search(r"\d+/\d+ \[.*step", err)  # no bar of a segment's own steps

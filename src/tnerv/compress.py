@@ -33,6 +33,7 @@ from tnerv.metrics import QualityReport, bits_per_pixel
 from tnerv.models import VideoINR, config_to_dict, load_preset, model_class
 from tnerv.models.budget import DEFAULT_MODEL
 from tnerv.parallel import launched_by_torchrun
+from tnerv.progress import SegmentSteps, VideoBar
 from tnerv.runs import VideoSpec, fit_run, load_frames, load_run, read_run
 from tnerv.time_budget import DEFAULT_ENCODE_BUDGET, RECIPE_LIMIT, format_duration
 from tnerv.train import VideoFrames, evaluate
@@ -151,7 +152,7 @@ def encode_video(
     run_dir: str | Path | None = None,
     overwrite: bool = False,
     resume: bool = False,
-    progress: bool = True,
+    progress: bool | SegmentSteps = True,
     size: int | None = None,
     ablations: list[str] | None = None,
     on_config: Callable[[dict[str, Any]], None] | None = None,
@@ -290,25 +291,25 @@ def encode_segments(
         name = run_dir / f"segment-{i:03d}"
         return Path(f"{name}.tnrv.json").exists() and _written_by(Path(f"{name}.tnrv"), name)
 
-    encoded: list[float] = []  # seconds per frame of the segments this process encoded
-    for k, i in enumerate(mine):
-        spec, name = specs[i], f"segment-{i:03d}"
-        done = (resume or worker is not None) and not overwrite and written(i)  # --overwrite encodes it again
-        if progress:
-            left = sum(specs[j].count for j in mine[k:]) * sum(encoded) / len(encoded) if encoded else None
-            print(f"tnerv: segment {i + 1} of {len(specs)}: frames {spec.start}.. ({spec.count})"
-                  + (", written before" if done else "")
-                  + (f"; about {format_duration(left)} left for this process's segments" if left and not done else ""),
-                  file=sys.stderr, flush=True)
-        if done:
-            continue
-        began = time.time()
-        result = encode_video(
-            spec, run_dir / f"{name}.tnrv", run_dir=run_dir / name, overwrite=overwrite,
-            resume=resume and (run_dir / name / "run.json").exists(), progress=progress,
-            train_overrides=train_overrides, segment_frames=spec.count, **options)
-        write_json_atomic(result.to_dict(), run_dir / f"{name}.tnrv.json")
-        encoded.append((time.time() - began) / spec.count)
+    done = {i for i in mine if (resume or worker is not None) and not overwrite and written(i)}  # --overwrite redoes
+    bar = VideoBar(sum(specs[i].count for i in mine), sum(specs[i].count for i in done)) if progress and mine else None
+    try:
+        for i in mine:
+            spec, name = specs[i], f"segment-{i:03d}"
+            if bar:
+                bar.say(f"tnerv: segment {i + 1} of {len(specs)}: frames {spec.start}.. ({spec.count})"
+                        + (", written before" if i in done else ""))
+            if i in done:
+                continue
+            result = encode_video(
+                spec, run_dir / f"{name}.tnrv", run_dir=run_dir / name, overwrite=overwrite,
+                resume=resume and (run_dir / name / "run.json").exists(),
+                progress=bar.segment(f"{i + 1}/{len(specs)}", spec.count) if bar else False,
+                train_overrides=train_overrides, segment_frames=spec.count, **options)
+            write_json_atomic(result.to_dict(), run_dir / f"{name}.tnrv.json")
+    finally:
+        if bar:
+            bar.close()
     missing = [i for i in range(len(specs)) if not written(i)]
     if missing and join:
         raise TnervError(f"cannot join: segments {', '.join(map(str, missing))} of {len(specs)} are not written "

@@ -25,6 +25,7 @@ from tnerv.models import VideoINR, config_to_dict, create_model, load_preset, mo
 from tnerv.models.budget import DEFAULT_MODEL, config_for_video, describe
 from tnerv.models.counting import transmitted_size
 from tnerv.parallel import is_main_process
+from tnerv.progress import SegmentSteps
 from tnerv.train import (
     CHECKPOINT,
     METRICS_LOG,
@@ -139,7 +140,7 @@ def fit_run(
     train_overrides: dict[str, Any] | None = None,
     overwrite: bool = False,
     resume: bool = False,
-    progress: bool = True,
+    progress: bool | SegmentSteps = True,
     on_epoch_end: Any = None,
     compression: CompressionSettings | None = None,
     size: int | None = None,

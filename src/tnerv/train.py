@@ -32,8 +32,9 @@ from tnerv.models.base import PassProgress, TrainingStage, VideoINR
 from tnerv.models.execution import FP32, ExecutionPath, candidate_paths, native_bf16
 from tnerv.models.layers import at_least_float32
 from tnerv.models.nnpack import available as nnpack_available
-from tnerv.time_budget import EVAL_PER_PASS, STEP_FORWARDS, Budget, Costs, StepClock, first_eval_seconds, format_duration
 from tnerv.parallel import broadcast_from_main, init_from_environment, local_rank, rank_and_size, shard, sum_over_ranks
+from tnerv.progress import SegmentSteps, step_bar
+from tnerv.time_budget import EVAL_PER_PASS, STEP_FORWARDS, Budget, Costs, StepClock, first_eval_seconds, format_duration
 from tnerv.video import Padding
 
 CHECKPOINT = "checkpoint.pt"
@@ -400,7 +401,7 @@ def fit(
     config: TrainConfig,
     run_dir: str | Path | None = None,
     resume: bool = False,
-    progress: bool = True,
+    progress: bool | SegmentSteps = True,
     on_epoch_end: Callable[[int], None] | None = None,
     started: float | None = None,
     reserve_evals: int = 0,
@@ -590,10 +591,9 @@ def fit(
             # The log restarts from the checkpoint's history: epochs after the last checkpoint are redone.
             log = open(run_dir / METRICS_LOG, "w")
             log.writelines(json.dumps(entry) + "\n" for entry in history)
-        bar = tqdm(
-            total=plan.total_steps, initial=start_epoch * steps_per_epoch, disable=not (progress and writes),
-            unit="step", dynamic_ncols=True,
-        )
+        initial = start_epoch * steps_per_epoch
+        bar = (progress.start(plan.total_steps, initial) if isinstance(progress, SegmentSteps) and writes
+               else step_bar(plan.total_steps, initial, bool(progress) and writes))
         clock, costs = StepClock(), None
         timed_eval = None  # an evaluation's seconds, once one has run
         report = None

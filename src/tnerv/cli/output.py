@@ -19,6 +19,8 @@ def format_count(n: int) -> str:
 
 def announcer(args: argparse.Namespace) -> Any:
     """Prints what was chosen for the video (one line) before training; --json carries it instead."""
+    from tqdm.auto import tqdm  # its write clears and redraws a progress bar on the terminal (segments)
+
     from tnerv.models.budget import describe_line
 
-    return None if args.json else (lambda info: print(describe_line(info), flush=True))
+    return None if args.json else (lambda info: tqdm.write(describe_line(info)))
