@@ -26,6 +26,7 @@ from tnerv.video import (
     yuv420_to_rgb,
     yuv_to_rgb,
 )
+from tnerv.video import io
 from tnerv.video.io import frame_to_rgb, natural_key
 
 # One flat colour per frame, all different, so a decoded frame tells which index it had.
@@ -280,6 +281,36 @@ def test_raw_yuv_seeks_to_selected_frames(tmp_path: Path):
     assert video.frame_indices == [1, 3]
     grey = [round(1.164 * (y - 16)) for y in (60, 140)]
     assert [int(f[0, 0, 0]) for f in video.frames] == grey
+
+
+@pytest.mark.parametrize("codec, options", [
+    ("libx264", {"x264-params": "bframes=3:keyint=6:min-keyint=6:scenecut=0"}),  # B-frames: decode order differs
+    ("libx265", {"x265-params": "bframes=4:keyint=6:min-keyint=6:open-gop=1:log-level=error"}),  # open GOPs
+])
+def test_an_mp4_read_from_any_frame_gives_the_frames_of_a_read_from_the_start(tmp_path, monkeypatch, codec, options):
+    frames = read_video(sample("bikes"), count=20, size=None).frames[:, :64, :96]
+    path = write_clip(tmp_path / "clip.mp4", "mp4", codec, "yuv420p", np.ascontiguousarray(frames), options)
+    whole = read_video(path).frames
+    sought, lost = [], []
+    decode = io._decode_into
+
+    def counted(container, indices, out, convert, index_of):
+        try:
+            return decode(container, indices, out, convert, index_of)
+        except io._LostFrame:
+            lost.append(indices[0])
+            raise
+        finally:
+            if index_of is not None:
+                sought.append(indices[0])
+
+    monkeypatch.setattr(io, "_decode_into", counted)
+    for start in range(1, 19):
+        assert np.array_equal(read_video(path, start=start, count=2).frames, whole[start:start + 2]), start
+        assert np.array_equal(read_video(path, start=start, step=3).frames, whole[start::3]), start
+    assert len(sought) > len(lost)  # most reads seek; the others decode from the first frame
+    if codec == "libx265":
+        assert lost  # a seek that lands after the first selected frame (an open GOP) falls back
 
 
 def test_raw_yuv_errors(tmp_path: Path):

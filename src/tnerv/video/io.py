@@ -1,8 +1,10 @@
 """Video readers and writers: PyAV containers, raw I420 .yuv files and folders of PNG/JPEG frames.
 
 Sources
-- Containers (mp4, mkv, mov, avi, y4m, ...): decoded with PyAV from the first frame (no seeking,
-  so frame indices are exact), stopping once the last selected frame is decoded.
+- Containers (mp4, mkv, mov, avi, y4m, ...): decoded with PyAV, stopping once the last selected frame
+  is decoded. MP4/MOV files are sought to the key frame before the first selected frame, each frame named
+  by its timestamp in the sample table; other containers carry no exact frame index and are decoded from
+  the first frame, as is an MP4 whose seek lands past the first selected frame.
 - Raw 8-bit 4:2:0 planar ``.yuv`` (I420, as UVG ships it): needs ``size=(width, height)``; only
   the selected frames are read, by seeking.
 - A folder of PNG/JPEG files in natural sort order (frame2 before frame10), decoded with PyAV.
@@ -18,7 +20,9 @@ use ``yuv_to_rgb`` itself. RGB, grey and palette sources need no matrix and PyAV
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
@@ -327,31 +331,83 @@ def frame_to_rgb(
 # collecting frames and stacking them would hold every frame twice and copy it once more.
 
 
-def _read_container(path: Path, indices: list[int], matrix: str, out: np.ndarray) -> int | None:
-    """Decode the selected frames into `out`; return the true frame count if decoding hit the end."""
+def _presentation_times(container: av.container.InputContainer) -> list[int] | None:
+    """The timestamps of an MP4/MOV stream's frames in presentation order, from its packets (no decoding,
+    the packets `_count_frames` counts): frame i has the i-th. None for other containers, or where a
+    packet has no timestamp or two share one, so that no timestamp names a frame for sure."""
+    if "mp4" not in container.format.name.split(","):
+        return None
+    times = []
+    for packet in container.demux(container.streams.video[0]):
+        if packet.size and not packet.is_discard:
+            if packet.pts is None:
+                return None
+            times.append(packet.pts)
+    times.sort()
+    return times if len(set(times)) == len(times) else None
+
+
+def _decode_into(container: av.container.InputContainer, indices: list[int], out: np.ndarray,
+                 convert: Callable[[av.VideoFrame, int], np.ndarray], index_of: dict[int, int] | None) -> int | None:
+    """Decode the selected frames into `out` from where the container stands: frames are counted from
+    0, or, after a seek, named by their timestamps (`index_of`) from the first key frame on. Returns the
+    number of frames decoded if the stream ended first; raises _LostFrame after a seek that did not land
+    on or before the first selected frame, or on a frame whose timestamp names none."""
+    stream = container.streams.video[0]
     wanted = iter(indices)
     target = next(wanted)
-    position, filled = 0, 0
+    position, filled, keyed = -1, 0, index_of is None
+    for frame in container.decode(stream):
+        if index_of is None:
+            position += 1
+        else:
+            if not keyed and not frame.key_frame:
+                continue  # before the key frame a seek lands on (an open GOP's leading frames)
+            keyed = True
+            named = index_of.get(frame.pts)
+            if named is None or named <= position or (position < 0 and named > target):
+                raise _LostFrame
+            position = named
+        if position == target:
+            out[filled] = convert(frame, position)
+            filled += 1
+            target = next(wanted, None)
+            if target is None:
+                return None
+    return position + 1
+
+
+class _LostFrame(Exception):
+    """After a seek, a frame that its timestamp does not name, or the first selected frame passed."""
+
+
+def _read_container(path: Path, indices: list[int], matrix: str, out: np.ndarray) -> int | None:
+    """Decode the selected frames into `out`; return the true frame count if decoding hit the end. An MP4/MOV
+    stream is sought to the key frame at or before the first selected frame (`_presentation_times` names
+    every frame); other containers, and a seek that misses, decode from the first frame."""
     reformatter = VideoReformatter()
-    with _open_container(path) as container:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        try:
-            for frame in container.decode(stream):
-                if position == target:
-                    if (frame.height, frame.width) != out.shape[1:3]:
-                        # A mid-stream size change cannot fit one (N, H, W, 3) array.
-                        size = f"{frame.width}x{frame.height}"
-                        raise TnervError(f"frame {position} of {path} is {size}, not the stream's size")
-                    out[filled] = frame_to_rgb(frame, matrix, reformatter)
-                    filled += 1
-                    target = next(wanted, None)
-                    if target is None:
-                        return None
-                position += 1
-        except av.FFmpegError as err:
-            raise TnervError(f"{path} could not be decoded: {_av_reason(err)}") from None
-    return position
+
+    def convert(frame: av.VideoFrame, position: int) -> np.ndarray:
+        if (frame.height, frame.width) != out.shape[1:3]:
+            # A mid-stream size change cannot fit one (N, H, W, 3) array.
+            raise TnervError(f"frame {position} of {path} is {frame.width}x{frame.height}, not the stream's size")
+        return frame_to_rgb(frame, matrix, reformatter)
+
+    try:
+        if indices[0] > 0:
+            with _open_container(path) as container:
+                times = _presentation_times(container)
+                if times is not None and indices[-1] < len(times):
+                    stream = container.streams.video[0]
+                    stream.thread_type = "AUTO"
+                    container.seek(times[indices[0]], backward=True, any_frame=False, stream=stream)
+                    with contextlib.suppress(_LostFrame):
+                        return _decode_into(container, indices, out, convert, {t: i for i, t in enumerate(times)})
+        with _open_container(path) as container:
+            container.streams.video[0].thread_type = "AUTO"
+            return _decode_into(container, indices, out, convert, None)
+    except av.FFmpegError as err:
+        raise TnervError(f"{path} could not be decoded: {_av_reason(err)}") from None
 
 
 def _read_raw(path: Path, indices: list[int], matrix: str, out: np.ndarray) -> None:
