@@ -4,7 +4,9 @@
 
 The mutants come from small real files (T-NeRV, HNeRV, FFNeRV, NeRV and HiNeRV, written by tnerv's own
 encoder from untrained models on random frames; HiNeRV's hold per-channel sections with pruning masks and
-float16 sections, bitstream version 3). Two families:
+float16 sections, bitstream version 3), and a video coded in two segments of NeRV (bitstream version 4,
+frames 0:2 and 2:8, so that the frames decoded cross the seam); a crafted mutant of the segmented file
+changes its own header or section order, or crafts one segment's file inside it. Two families:
 - damage, as a disk, a download or a careless copy does it (checksums left as they are): truncation,
   bit flips, changed lengths, fills, garbage, deleted, duplicated, swapped or foreign sections,
   files that are not .tnrv at all;
@@ -72,6 +74,7 @@ from tnerv.codec.bitstream import (
 from tnerv.codec.container import decoder_from_file, write_model_file
 from tnerv.codec.entropy import decode_symbols
 from tnerv.codec.quantize import ChannelQuantized, HalfTensor, QuantizedTensor
+from tnerv.codec.segments import pack_segments
 from tnerv.codec.settings import compression_settings
 from tnerv.compress import export_model
 from tnerv.decode import decode_frames, inspect_file
@@ -93,6 +96,11 @@ OUTCOMES = (
 )
 BAD = ("silent wrong decode", "over cap", "crash", "abort", "hang")
 SEED_MODELS = ("tnerv", "hnerv", "ffnerv", "nerv", "hinerv")
+SEGMENTED_SEED = "segmented"  # NeRV in two segments (SEGMENT_FRAMES), a file of bitstream version 4
+SEEDS = (*SEED_MODELS, SEGMENTED_SEED)
+SEGMENT_FRAMES = (2, 6)  # together FRAMES; the frames decoded (DECODED) cross the seam
+# Crafted kinds that change a segmented file's own header or sections; the others craft one segment's file.
+OUTER_CRAFTED = ("header-field", "header-json", "crafted-swap")
 FRAMES, HEIGHT, WIDTH, SIZE = 8, 32, 64, 12_000
 DECODED = 4  # frames decoded per mutant (a frame range, as `tnerv decode --frames 0:4`)
 MAX_MEMORY = 256 << 20  # the decoder's cap in the fuzzer: crafted sizes are refused, not allocated
@@ -107,18 +115,23 @@ class Seed:
     frames: torch.Tensor  # the first DECODED frames as uint8
 
 
-def write_seed(model: str, folder: Path, weights_seed: int) -> Path:
-    """A small .tnrv file of `model`, written by tnerv's encoder from an untrained model."""
+def write_seed(model: str, folder: Path, weights_seed: int, num_frames: int = FRAMES) -> Path:
+    """A small .tnrv file of `model` (or SEGMENTED_SEED), written by tnerv's encoder from an untrained model."""
+    if model == SEGMENTED_SEED:
+        files = [write_seed("nerv", folder, weights_seed, n).read_bytes() for n in SEGMENT_FRAMES]
+        path = folder / f"{model}-{weights_seed}.tnrv"
+        path.write_bytes(pack_segments(files))
+        return path
     torch.manual_seed(weights_seed)
-    frames = torch.randint(0, 256, (FRAMES, 3, HEIGHT, WIDTH), dtype=torch.uint8)
-    config, _ = config_for_video(model, HEIGHT, WIDTH, FRAMES, size=SIZE)
+    frames = torch.randint(0, 256, (num_frames, 3, HEIGHT, WIDTH), dtype=torch.uint8)
+    config, _ = config_for_video(model, HEIGHT, WIDTH, num_frames, size=SIZE)
     settings = compression_settings(model)
     net = settings.wrap(create_model(model, config))
-    video = {"num_frames": FRAMES, "height": HEIGHT, "width": WIDTH, "fps": 25.0, "colour": {"frames": "RGB"}}
-    path = folder / f"{model}-{weights_seed}.tnrv"
+    video = {"num_frames": num_frames, "height": HEIGHT, "width": WIDTH, "fps": 25.0, "colour": {"frames": "RGB"}}
+    path = folder / f"{model}-{weights_seed}{'' if num_frames == FRAMES else f'-{num_frames}f'}.tnrv"
     source = VideoFrames(frames, torch.device("cpu"))
     net.attach_video(source)
-    net.on_fit_start(torch.arange(FRAMES), source)  # quantisers start from the weights, as a fit does
+    net.on_fit_start(torch.arange(num_frames), source)  # quantisers start from the weights, as a fit does
     export_model(net, model, settings, video, path, source)
     return path
 
@@ -142,7 +155,7 @@ def as_uint8(frames: torch.Tensor) -> torch.Tensor:
 def make_seeds(folder: Path) -> tuple[list[Seed], dict[str, bytes]]:
     """The original files, and for each model a second file of the same config with other weights."""
     seeds, foreign = [], {}
-    for model in SEED_MODELS:
+    for model in SEEDS:
         path = write_seed(model, folder, 0)
         seeds.append(Seed(model, path.read_bytes(), decoded(path)))
         foreign[model] = write_seed(model, folder, 1).read_bytes()
@@ -443,6 +456,10 @@ def mutant(seed: Seed, foreign: bytes, kind: str, rng: random.Random) -> bytes:
                            "hello, this is text\n".encode() * 20, data[:10]])
     header, header_body, bodies = parts(data)
     kinds = kinds_of(data)
+    if seed.model == SEGMENTED_SEED and kind not in OUTER_CRAFTED:  # one segment's file crafted, then reframed
+        i = rng.randrange(len(bodies))
+        bodies[i] = mutant(Seed("nerv", bodies[i], seed.frames), b"", kind, rng)
+        return frame_sections(header, header_body, bodies, kinds)
     if kind == "header-field":
         header = mutate_json(header, rng)
     elif kind == "tensor-shape":
@@ -520,6 +537,8 @@ def valid_file_problem(path: Path, frames: torch.Tensor) -> str | None:
     data = path.read_bytes()
     try:
         header, _, bodies = parts(data)
+        if "segments" in header:
+            return segmented_file_problem(path, bodies, frames)
         for entry, body, kind in zip(header["tensors"], bodies, kinds_of(data)):
             problem = quantiser_problem(body, kind)
             if problem:
@@ -530,6 +549,20 @@ def valid_file_problem(path: Path, frames: torch.Tensor) -> str | None:
             return "tnerv's writer writes other bytes for the model it decodes to"
     except Exception as exc:  # noqa: BLE001 - a file the check cannot even read is no valid file
         return f"the check failed: {type(exc).__name__}: {exc}"
+    return None
+
+
+def segmented_file_problem(path: Path, segments: list[bytes], frames: torch.Tensor) -> str | None:
+    """Why a crafted segmented file is not a valid one, or None: each segment a valid file by
+    `valid_file_problem`, and the file the very one tnerv's writer packs of those segments."""
+    for i, data in enumerate(segments):
+        segment = path.with_name("segment.tnrv")
+        segment.write_bytes(data)
+        problem = valid_file_problem(segment, frames)
+        if problem:
+            return f"segment {i}: {problem}"
+    if pack_segments(segments) != path.read_bytes():
+        return "tnerv's writer packs other bytes of the segments it holds"
     return None
 
 
@@ -721,7 +754,7 @@ def _fuzz(n: int, rng: random.Random, kinds: tuple[str, ...], timeout: float, pr
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         seeds, foreign = make_seeds(folder)
-        worker = Worker(folder, warm=tuple(folder / f"{model}-0.tnrv" for model in SEED_MODELS))
+        worker = Worker(folder, warm=tuple(folder / f"{model}-0.tnrv" for model in SEEDS))
         counts: dict[str, Counter] = {kind: Counter() for kind in kinds}
         examples = []
         started = time.time()
@@ -764,7 +797,7 @@ def main() -> int:
     args = parser.parse_args()
     started = time.time()
     result = fuzz(args.n, args.seed, tuple(args.kinds), args.timeout)
-    print(f"{args.n} mutants of {len(SEED_MODELS)} files ({', '.join(SEED_MODELS)}), seed {args.seed}, "
+    print(f"{args.n} mutants of {len(SEEDS)} files ({', '.join(SEEDS)}), seed {args.seed}, "
           f"{time.time() - started:.0f} s")
     print(table(result["counts"]))
     bad = sum(c[o] for c in result["counts"].values() for o in BAD)

@@ -206,3 +206,21 @@ def test_the_decoded_frames_of_a_seed_are_its_own(seeds):
     for seed in originals:
         frames = fuzz.decoded(folder / f"{seed.model}-0.tnrv")
         assert torch.equal(frames, seed.frames) and frames.shape == (fuzz.DECODED, 3, fuzz.HEIGHT, fuzz.WIDTH)
+
+
+def test_a_crafted_segmented_file_is_valid_only_as_the_writer_packs_it(seeds, tmp_path):
+    """The fuzzer's check of a segmented file (version 4) can fail: on its own header (a field the writer
+    never writes) and on one of its segments (a quantiser step outside every writer's range)."""
+    folder, originals, _ = seeds
+    seed = next(s for s in originals if s.model == fuzz.SEGMENTED_SEED)
+    path = tmp_path / "crafted.tnrv"
+    path.write_bytes(seed.data)
+    assert fuzz.valid_file_problem(path, seed.frames.float()) is None
+    header, _, segments = fuzz.parts(seed.data)
+    header["note"] = "not written by tnerv"
+    path.write_bytes(fuzz.frame_sections(header, json.dumps(header).encode(), segments, fuzz.kinds_of(seed.data)))
+    assert "packs other bytes" in fuzz.valid_file_problem(path, seed.frames.float())
+    header, header_body, segments = fuzz.parts(seed.data)
+    segments[1] = _with_step(segments[1], 0, 2.0**20)
+    path.write_bytes(fuzz.frame_sections(header, header_body, segments, fuzz.kinds_of(seed.data)))
+    assert fuzz.valid_file_problem(path, seed.frames.float()).startswith("segment 1: tensor")
