@@ -1,5 +1,6 @@
 """A fit stuck at the mean frame says so, and can restart with the next seed."""
 
+import dataclasses
 import json
 import math
 
@@ -8,7 +9,16 @@ import torch
 
 import tnerv.train
 from tnerv.models import create_model, load_preset
-from tnerv.train import CHECKPOINT, TrainConfig, VideoFrames, collapse_verdict, fit, mean_frame_psnr, seed_everything
+from tnerv.train import (
+    CHECKPOINT,
+    TrainConfig,
+    VideoFrames,
+    collapse_verdict,
+    fit,
+    mean_frame_psnr,
+    seed_everything,
+    settle_collapse,
+)
 
 HNERV = {"height": 32, "width": 64, "num_frames": 8, "strides": "auto", "num_blocks": 3,
          "target_latent_height": 4, "embed_channels": 8, "encoder_width": 16, "channels": 24}
@@ -67,6 +77,20 @@ def test_a_fit_stuck_at_the_mean_frame_is_flagged(halves, capsys):
     lines = [line for line in capsys.readouterr().err.splitlines() if "collapsed" in line]
     assert len(lines) == 1 and lines[0].startswith("tnerv: warning: the fit looks collapsed (seed 0)"), lines
     assert result.seed == 0 and result.restarts == []
+
+
+def test_without_its_final_evaluation_a_fit_leaves_the_collapse_to_settle(halves):
+    """A fit whose caller measures the model (an encode decodes its file) skips the evaluation after its last
+    epoch, and a collapse seen at the check waits for the caller's PSNR (settle_collapse)."""
+    unscheduled = dataclasses.replace(STUCK, eval_every=STUCK.epochs + 1)  # no evaluation falls on the last epoch
+    result = fit(tiny_nerv(0), halves, unscheduled, progress=False, final_eval=False)
+    assert result.report is None and [e["epoch"] for e in result.history if "psnr" in e] == [1]
+    pending = result.collapsed
+    assert pending["epoch"] == 1 and pending["final_psnr"] is None
+    mean = pending["mean_frame_psnr"]
+    assert settle_collapse(pending, mean + 0.5) == {**pending, "final_psnr": mean + 0.5}  # still stuck
+    assert settle_collapse(pending, mean + 1.5) is None  # trained after all
+    assert settle_collapse(None, mean) is None
 
 
 def test_a_fit_that_trains_is_not_flagged(halves, capsys):

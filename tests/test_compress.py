@@ -1,5 +1,6 @@
 """Compression end to end: encode to a .tnrv file, decode it in a fresh process, reject bad files."""
 
+import json
 import random
 import subprocess
 import sys
@@ -40,6 +41,14 @@ def test_encode_reports_the_file_it_wrote(encoded):
     assert result.bpp == size * 8 / (8 * 64 * 128)
     assert sum(result.bytes_by_component.values()) == size
     assert result.method == "post-training"
+
+
+def test_an_encode_measures_its_model_once_after_training_by_decoding_its_file(encoded):
+    """The fit's own evaluation after the last epoch would measure the same model as the decode check."""
+    folder, result = encoded
+    history = [json.loads(line) for line in (folder / "clip.tnrv.run" / "metrics.jsonl").read_text().splitlines()]
+    assert len(history) == 4 and "psnr" not in history[-1]  # the collapse check's at epoch 1 only
+    assert [e["epoch"] for e in history if "psnr" in e] == [1] and result.psnr > 0
 
 
 def assert_a_fresh_process_decodes_the_encoded_quality(folder, result) -> None:

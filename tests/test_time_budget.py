@@ -46,6 +46,11 @@ def test_the_plan_is_the_most_epochs_that_fit():
     assert checked.seconds(4) == 420 and checked.seconds(5) == 520  # at epoch 1, and at 2: of its own
     assert checked.seconds(5, from_epoch=1) == 420 and checked.seconds(5, from_epoch=2) == 310  # ahead; behind
     assert checked.seconds(40) == 4040  # at epoch 10, a scheduled evaluation
+    # A fit whose caller measures the model (an encode) has no final evaluation: the check's is its own.
+    measured = Costs(step_seconds=1.0, eval_seconds=10.0, steps_per_epoch=100, eval_every=10,
+                     check_epoch=collapse_check_epoch, final_eval=False)
+    assert measured.seconds(1) == 110 and measured.seconds(4) == 410 and measured.seconds(20) == 2030
+    assert measured.seconds(12, from_epoch=10) == 200  # two epochs, and no evaluation after them
 
 
 def test_the_recipe_is_kept_when_it_fits_and_a_budget_fills_itself():

@@ -36,7 +36,7 @@ from tnerv.parallel import launched_by_torchrun
 from tnerv.progress import SegmentSteps, VideoBar
 from tnerv.runs import VideoSpec, fit_run, load_frames, load_run, read_run
 from tnerv.time_budget import DEFAULT_ENCODE_BUDGET, RECIPE_LIMIT, format_duration
-from tnerv.train import VideoFrames, evaluate
+from tnerv.train import VideoFrames, evaluate, settle_collapse
 from tnerv.video import count_frames, default_matrix, probe
 
 
@@ -66,6 +66,9 @@ class EncodeResult:
     edge_psnr: tuple[float, float] | None = None  # the PSNR of the first and the last frame (seams between segments)
     segments: list[dict[str, Any]] | None = None  # a video coded in segments: each one's own result
     seams: list[dict[str, Any]] | None = None  # and at each boundary, the PSNR of the frames on both sides
+    # The fit's collapse verdict (`tnerv.train.settle_collapse`) settled by the decoded PSNR, None if none; in
+    # segments, {"segments": [the indices of those that collapsed]}.
+    collapsed: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for --json output."""
@@ -206,6 +209,7 @@ def encode_video(
         train_overrides=train_overrides, overwrite=overwrite, resume=resume, progress=progress,
         compression=compression, size=size, ablations=ablations, on_config=on_config, started=started,
         reserve_evals=1,  # the decode check of the file written (an evaluation in 8 bits)
+        final_eval=False,  # that check measures the model: an evaluation before it would measure it twice
     )
     # The model and frames of the fit itself: the file is written without reading them back.
     run = read_run(run_dir)
@@ -234,6 +238,7 @@ def encode_video(
         epochs=fitted.epochs,
         chosen=run.get("chosen"),
         edge_psnr=(quality.per_frame_psnr[0], quality.per_frame_psnr[-1]),
+        collapsed=settle_collapse(fitted.collapsed, quality.psnr),
     )
 
 
@@ -350,6 +355,7 @@ def _segmented_result(path: Path, run_dir: Path, segments: list[dict[str, Any]],
         return out
 
     estimates = [s["estimated_payload_bytes"] for s in segments]
+    collapsed = [i for i, s in enumerate(segments) if s.get("collapsed")]
     components = summed("bytes_by_component")  # each segment's framing in its "other"; the file's own added
     components["other"] = components.get("other", 0) + num_bytes - sum(s["num_bytes"] for s in segments)
     return EncodeResult(
@@ -362,6 +368,7 @@ def _segmented_result(path: Path, run_dir: Path, segments: list[dict[str, Any]],
         estimated_payload_bytes=None if None in estimates else sum(estimates),
         parameters=summed("parameters"), encode_seconds=seconds, epochs=first["epochs"], chosen=first["chosen"],
         segments=segments, seams=seams(segments),
+        collapsed={"segments": collapsed} if collapsed else None,
     )
 
 

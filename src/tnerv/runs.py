@@ -104,7 +104,7 @@ class RunResult:
     run_dir: str
     model: str
     parameters: dict[str, int]
-    report: QualityReport
+    report: QualityReport | None  # None: the fit did not evaluate after its last epoch (an encode measures the file)
     epochs: int
     train_seconds: float
     chosen: dict[str, Any] | None = None  # the config chosen for the video (`tnerv.models.budget.describe`)
@@ -119,8 +119,8 @@ class RunResult:
     def to_dict(self) -> dict[str, Any]:
         """Plain data for result.json and --json output."""
         data = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("fitted", "frames")}
-        data["report"] = asdict(self.report)
-        data["psnr"], data["ms_ssim"] = self.report.psnr, self.report.ms_ssim
+        data["report"] = asdict(self.report) if self.report else None
+        data["psnr"], data["ms_ssim"] = (self.report.psnr, self.report.ms_ssim) if self.report else (None, None)
         return data
 
 
@@ -148,6 +148,7 @@ def fit_run(
     on_config: Callable[[dict[str, Any]], None] | None = None,
     started: float | None = None,
     reserve_evals: int = 0,
+    final_eval: bool = True,
 ) -> RunResult:
     """Fits a model (by name and/or preset) to a video into the run directory `out`; `compression`
     (`tnerv.codec.settings`) wraps the model for its compression method (e.g. the rate term); `ablations` switches parts of the model off (T-NeRV); `size` scales the model to
@@ -155,7 +156,7 @@ def fit_run(
     from the video, `tnerv.models.budget`); `on_config` sees what was chosen (`describe`) before training.
     A time budget (the training config's `time_budget`) counts from `started` (default: now) and leaves
     `reserve_evals` evaluations' worth after the fit (`tnerv.train.fit`); run.json then records the epochs
-    it planned."""
+    it planned. Without `final_eval` the caller measures the model (the result's report is None)."""
     started = time.time() if started is None else started
     out = Path(out)
     main = is_main_process()  # under torchrun every rank runs this; rank 0 alone writes
@@ -213,7 +214,7 @@ def fit_run(
             _start_run_dir(out, overwrite)
             write_json_atomic(run, out / RUN_FILE)
     result = fit(net, frames, config, out, resume=resume, progress=progress, on_epoch_end=on_epoch_end,
-                 started=started, reserve_evals=reserve_evals)
+                 started=started, reserve_evals=reserve_evals, final_eval=final_eval)
     if main and config.time_budget is not None:
         # The budget and what it bought (a resume trains to the epochs its checkpoint planned).
         estimate = result.estimate or (run.get("time_budget") or {}).get("estimate")

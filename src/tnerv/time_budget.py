@@ -114,17 +114,19 @@ class Costs:
     steps_per_epoch: int
     eval_every: int
     check_epoch: Callable[[int], int] | None = None  # None: the check always costs an evaluation of its own
+    final_eval: bool = True  # False: the fit evaluates after its last epoch only where eval_every falls there
 
     def seconds(self, epochs: int, from_epoch: int = 0) -> float:
         """The seconds of epochs from_epoch + 1 .. epochs with their evaluations: every eval_every epochs, at
-        the end, and the collapse check's where it falls on none of these (counted if it is still ahead)."""
+        the end (with final_eval), and the collapse check's where it falls on none of these (counted if it is
+        still ahead)."""
         k = self.eval_every
-        evals = epochs // k - from_epoch // k + (epochs % k != 0)
+        evals = epochs // k - from_epoch // k + (epochs % k != 0 and self.final_eval)
         check = self.check_epoch(epochs) if self.check_epoch else None
         if check is None:
             evals += from_epoch == 0
-        elif from_epoch < check < epochs and check % k != 0:
-            evals += 1
+        elif from_epoch < check and check % k != 0 and (check < epochs or not self.final_eval):
+            evals += 1  # at the last epoch, the final evaluation serves the check where there is one
         return max(epochs - from_epoch, 0) * self.steps_per_epoch * self.step_seconds + evals * self.eval_seconds
 
     def epochs_within(self, seconds: float, from_epoch: int = 0) -> int:

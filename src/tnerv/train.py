@@ -312,7 +312,7 @@ class FitResult:
     it collapsed (`collapse_verdict`, None if not), the seed of the fit returned and the fits abandoned
     for a collapse before it (`TrainConfig.restart_on_collapse`)."""
 
-    report: QualityReport
+    report: QualityReport | None  # None: not evaluated after the last epoch (`fit`'s final_eval)
     epochs: int
     seconds: float
     history: list[dict[str, Any]]
@@ -405,6 +405,7 @@ def fit(
     on_epoch_end: Callable[[int], None] | None = None,
     started: float | None = None,
     reserve_evals: int = 0,
+    final_eval: bool = True,
 ) -> FitResult:
     """Fits `model` to `video` ((N, 3, H, W), uint8 or float in [0, 1]) and returns the final quality.
 
@@ -429,7 +430,11 @@ def fit(
     1 dB of the mean frame's), with an evaluation there if the schedule has none; the check draws no
     random numbers. A collapse is reported in one line; with `config.restart_on_collapse` N, the fit
     starts over from new initial weights with the next seed (seed + 1, ...) up to N times. The result
-    is collapsed if the PSNR is still within the margin at the end."""
+    is collapsed if the PSNR is still within the margin at the end.
+
+    With `final_eval` False the caller measures the fitted model itself (`tnerv encode` decodes the file it
+    writes): the last epoch is evaluated only where the schedule (`eval_every`) asks, the result has no
+    report (None), and a collapse seen at the check is left for the caller to settle (`settle_collapse`)."""
     config.validate()
     fast_path_check = None
     if config.precision == "auto":  # before the seeded build below: the trial draws random numbers
@@ -495,7 +500,7 @@ def fit(
         step = clock.seconds_per_step()
         evaluation = (timed_eval if timed_eval is not None else EVAL_PER_PASS * timed_pass if timed_pass is not None
                       else first_eval_seconds(step, config.batch_size, items))
-        return Costs(step, evaluation, plan.steps_per_epoch, config.eval_every, collapse_check_epoch)
+        return Costs(step, evaluation, plan.steps_per_epoch, config.eval_every, collapse_check_epoch, final_eval)
 
     def pass_progress(items: int, steps_per_epoch: int) -> PassProgress:
         """A bar for a model's pass over the video before training; after its first chunk, what the fit
@@ -524,8 +529,8 @@ def fit(
         return told
 
     def attempt(resume: bool) -> tuple[QualityReport | None, list[dict[str, Any]], dict[str, Any] | None]:
-        """One fit from the current weights: (final report, history, None), or (None, history,
-        verdict) when it collapsed and a restart is left."""
+        """One fit from the current weights: (final report, or None without `final_eval`, history, None), or
+        (None, history, verdict) when it collapsed and a restart is left."""
         nonlocal estimate
         model_groups = model.optimizer_groups()
         groups = [
@@ -649,7 +654,7 @@ def fit(
                     "lr": scheduler.get_last_lr()[0],
                     "seconds": time.time() - fit_started,
                 }
-                if done % config.eval_every == 0 or done == plan.epochs:
+                if done % config.eval_every == 0 or (done == plan.epochs and final_eval):
                     evaluating = time.time()
                     report = evaluate(model, frames, config.eval_batch_size)
                     timed_eval = time.time() - evaluating
@@ -675,6 +680,8 @@ def fit(
             bar.close()
             if log:
                 log.close()
+        if not final_eval:
+            return None, history, None  # the caller measures the model: no report from an earlier epoch
         if report is None:  # resumed a run that had already finished
             report = evaluate(model, frames, config.eval_batch_size)
         return report, history, None
@@ -699,7 +706,7 @@ def fit(
         return verdict
 
     report, history, verdict = attempt(resume)
-    while report is None:
+    while verdict is not None:
         restarts.append({"seed": config.seed + len(restarts), "reason": "collapsed", **verdict})
         if checkpoint_path is not None and writes:
             checkpoint_path.unlink(missing_ok=True)  # the abandoned seed's: a resume must not continue it
@@ -709,19 +716,28 @@ def fit(
     seed = config.seed + len(restarts)
     return FitResult(
         report=report, epochs=plan.epochs, seconds=time.time() - fit_started, history=history,
-        collapsed=_final_verdict(history, plan.check_epoch, report.psnr), seed=seed, restarts=list(restarts),
+        collapsed=_final_verdict(history, plan.check_epoch, report.psnr if report else None), seed=seed,
+        restarts=list(restarts),
         estimate=estimate,
         fast_path_check=fast_path_check,
     )
 
 
-def _final_verdict(history: list[dict[str, Any]], check_epoch: int, final_psnr: float) -> dict[str, Any] | None:
-    """The check's verdict if the fit is still within the margin at the end ("final_psnr" added)."""
+def _final_verdict(history: list[dict[str, Any]], check_epoch: int, final_psnr: float | None) -> dict[str, Any] | None:
+    """The check's verdict if the fit is still within the margin at the end ("final_psnr" added); with no
+    final PSNR (a fit without its final evaluation), the check's verdict with "final_psnr" None, for the
+    caller to settle (`settle_collapse`)."""
     check = next((e for e in history if e["epoch"] == check_epoch and "mean_frame_psnr" in e), None)
     if check is None:  # a run resumed from a checkpoint written before the check existed
         return None
-    verdict = collapse_verdict(check_epoch, check["psnr"], check["mean_frame_psnr"])
-    if verdict is None or collapse_verdict(check_epoch, final_psnr, check["mean_frame_psnr"]) is None:
+    return settle_collapse(collapse_verdict(check_epoch, check["psnr"], check["mean_frame_psnr"]), final_psnr)
+
+
+def settle_collapse(verdict: dict[str, Any] | None, final_psnr: float | None) -> dict[str, Any] | None:
+    """A collapse check's verdict settled by the fitted model's final PSNR (None: not known yet): None where
+    there was none or the final PSNR clears the margin, else the verdict with "final_psnr"."""
+    if verdict is None or (final_psnr is not None
+                           and collapse_verdict(verdict["epoch"], final_psnr, verdict["mean_frame_psnr"]) is None):
         return None
     return {**verdict, "final_psnr": final_psnr}
 

@@ -36,7 +36,7 @@ from tnerv.models.base import VideoINR
 from tnerv.models.budget import cpu_config, setting_config
 from tnerv.models.counting import split_of
 from tnerv.models.tnerv import ABLATIONS
-from tnerv.runs import RESULT_FILE, RUN_FILE, VideoSpec, fit_run, load_frames, load_run, write_json_atomic
+from tnerv.runs import RUN_FILE, VideoSpec, fit_run, load_frames, load_run, write_json_atomic
 from tnerv.train import VideoFrames, pick_device
 from tnerv.video import probe, write_png
 from tnerv.video.datasets import Sequence
@@ -367,7 +367,7 @@ class BenchRun:
             parameters=result.parameters["transmitted"], split=split_record(result.parameters),
             encode_seconds=result.encode_seconds, decode_fps=fps,
             method_detail=result.method, file=str(path.relative_to(self.out)), epochs=result.epochs,
-            collapsed=json.loads((run_dir / RESULT_FILE).read_text()).get("collapsed"),  # the fit's verdict
+            collapsed=result.collapsed,  # the fit's verdict, settled by the file's PSNR
         )
         return frame
 
