@@ -200,3 +200,20 @@ def test_a_segmented_encode_shows_one_bar_over_the_whole_video(tmp_path, capsys)
     assert shares[-1] == 100 and shares == sorted(shares)
     assert "segment=3/3" in err and "segment 3 of 3: frames 8.. (2)" in err
     assert not re.search(r"\d+/\d+ \[.*step", err)  # no bar of a segment's own steps
+
+
+def test_a_warm_start_begins_each_segment_from_the_one_before(coded, tmp_path, capsys):
+    _, folder = coded
+    warm = _encode(tmp_path / "warm.tnrv", warm_start=True)
+    records = [json.loads((tmp_path / "warm.tnrv.run" / f"segment-{i:03d}" / "run.json").read_text()) for i in range(3)]
+    assert "started_from" not in records[0]
+    for i in (1, 2):  # NeRV has no per-frame parameter: all of them carry over, to the shorter last segment too
+        assert records[i]["started_from"]["run"].endswith(f"segment-{i - 1:03d}")
+        assert records[i]["started_from"]["parameters"] == len(list(runs.load_run(tmp_path / "warm.tnrv.run" / "segment-000")[0].parameters()))
+    assert (tmp_path / "warm.tnrv").read_bytes() != (folder / "clip.tnrv").read_bytes() and warm.num_frames == 10
+    args = ["encode", "bikes", "--frames", "10", "--resize", "32x64", "--segment-frames", "4", "-o",
+            str(tmp_path / "w.tnrv"), "--warm-start"]
+    capsys.readouterr()
+    assert main([*args, "--worker", "0/2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("tnerv: error: --warm-start") and "\n" not in err and not (tmp_path / "w.tnrv").exists()

@@ -162,6 +162,8 @@ def encode_video(
     segment_frames: int | None = None,
     worker: tuple[int, int] | None = None,
     join: bool = False,
+    warm_start: bool = False,
+    start_from: Path | None = None,
 ) -> EncodeResult:
     """Trains a model on a video (in `run_dir`, default PATH.run) with its compression method
     (`tnerv.codec.settings.compression_settings`), writes the .tnrv file and measures the quality of
@@ -169,7 +171,8 @@ def encode_video(
     keeps the recipe's epochs if they take at most RECIPE_LIMIT here, else trains for
     DEFAULT_ENCODE_BUDGET (`tnerv.time_budget`); a budget counts the whole encode, the file's check included.
     A video of more than `segment_frames` frames (default: DEFAULT_SEGMENT_FRAMES, or as many as fit this
-    machine's memory if fewer) is coded in segments (`encode_segments`, where `worker` and `join` apply)."""
+    machine's memory if fewer) is coded in segments (`encode_segments`, where `worker`, `join` and
+    `warm_start` apply). `start_from` starts a fresh fit from another run's trained weights (`runs.warm_start`)."""
     if launched_by_torchrun():
         raise TnervError("tnerv encode runs in one process; torchrun is for tnerv fit")
     path = check_output(path, (".tnrv",), "a .tnrv file")
@@ -184,14 +187,18 @@ def encode_video(
     if segment_frames < 1:
         raise TnervError(f"--segment-frames must be at least 1, got {segment_frames}")
     check_frames_fit(min(total, segment_frames), height, width)
-    if (worker or join) and total <= segment_frames:
-        raise TnervError(f"--worker and --join share the segments of a video longer than --segment-frames "
-                         f"({segment_frames}); this one has {total} frames")
+    if (worker or join or warm_start) and total <= segment_frames:
+        raise TnervError(f"--worker, --join and --warm-start apply to the segments of a video longer than "
+                         f"--segment-frames ({segment_frames}); this one has {total} frames")
+    if warm_start and worker:
+        raise TnervError("--warm-start starts each segment from the one before: one process encodes them in order, "
+                         "not --worker")
     if total > segment_frames:
         return encode_segments(
             video, path, run_dir, total, segment_frames, overwrite, resume, progress, dict(train_overrides or {}),
-            worker, join, model=model, preset=preset, lam=lam, phase_start=phase_start, init_bits=init_bits, prune=prune,
-            model_overrides=model_overrides, size=size, ablations=ablations, on_config=on_config)
+            worker, join, warm_start, model=model, preset=preset, lam=lam, phase_start=phase_start,
+            init_bits=init_bits, prune=prune, model_overrides=model_overrides, size=size, ablations=ablations,
+            on_config=on_config)
     started = time.time()
     compression = None
     if not resume:
@@ -210,6 +217,7 @@ def encode_video(
         compression=compression, size=size, ablations=ablations, on_config=on_config, started=started,
         reserve_evals=1,  # the decode check of the file written (an evaluation in 8 bits)
         final_eval=False,  # that check measures the model: an evaluation before it would measure it twice
+        start_from=start_from,
     )
     # The model and frames of the fit itself: the file is written without reading them back.
     run = read_run(run_dir)
@@ -265,6 +273,7 @@ def encode_segments(
     train_overrides: dict[str, Any],
     worker: tuple[int, int] | None = None,
     join: bool = False,
+    warm_start: bool = False,
     **options: Any,
 ) -> EncodeResult:
     """Codes a video in segments of `segment_frames` frames: one model per segment, fitted and written in
@@ -272,7 +281,8 @@ def encode_segments(
     all (`tnerv.codec.segments`). A time budget is shared equally by the segments; a resumed encode keeps
     the segments whose files are written and continues the first that is not. With `worker` (I, N), only
     segments I, I + N, ... are encoded (N workers share run_dir), and the file is written by whichever
-    finds every segment written (SegmentsPending otherwise); `join` writes it from the segments alone."""
+    finds every segment written (SegmentsPending otherwise); `join` writes it from the segments alone. With
+    `warm_start`, each segment after the first starts from the trained weights of the one before."""
     specs = segment_specs(video, total, segment_frames)
     if run_dir.exists() and any(run_dir.iterdir()) and not (resume or overwrite or worker or join):
         raise TnervError(f"{run_dir} already holds an encode; pass --resume to continue it or --overwrite to replace it")
@@ -309,6 +319,7 @@ def encode_segments(
             result = encode_video(
                 spec, run_dir / f"{name}.tnrv", run_dir=run_dir / name, overwrite=overwrite,
                 resume=resume and (run_dir / name / "run.json").exists(),
+                start_from=run_dir / f"segment-{i - 1:03d}" if warm_start and i else None,
                 progress=bar.segment(f"{i + 1}/{len(specs)}", spec.count) if bar else False,
                 train_overrides=train_overrides, segment_frames=spec.count, **options)
             write_json_atomic(result.to_dict(), run_dir / f"{name}.tnrv.json")

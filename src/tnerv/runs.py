@@ -149,6 +149,7 @@ def fit_run(
     started: float | None = None,
     reserve_evals: int = 0,
     final_eval: bool = True,
+    start_from: Path | None = None,
 ) -> RunResult:
     """Fits a model (by name and/or preset) to a video into the run directory `out`; `compression`
     (`tnerv.codec.settings`) wraps the model for its compression method (e.g. the rate term); `ablations` switches parts of the model off (T-NeRV); `size` scales the model to
@@ -156,7 +157,8 @@ def fit_run(
     from the video, `tnerv.models.budget`); `on_config` sees what was chosen (`describe`) before training.
     A time budget (the training config's `time_budget`) counts from `started` (default: now) and leaves
     `reserve_evals` evaluations' worth after the fit (`tnerv.train.fit`); run.json then records the epochs
-    it planned. Without `final_eval` the caller measures the model (the result's report is None)."""
+    it planned. Without `final_eval` the caller measures the model (the result's report is None). With
+    `start_from`, a fresh fit starts from that run's trained weights where they fit (`warm_start`)."""
     started = time.time() if started is None else started
     out = Path(out)
     main = is_main_process()  # under torchrun every rank runs this; rank 0 alone writes
@@ -207,6 +209,8 @@ def fit_run(
         check_trainable(name, transmitted_size(name, model_config)["total"])
         seed_everything(config.seed)  # the initial weights depend on the seed too
         net = build_model(run)  # before run.json is written: a config that cannot build leaves nothing
+        if start_from is not None:
+            run["started_from"] = {"run": str(start_from), "parameters": warm_start(net, start_from)}
         # A fast path's trial, once: run.json keeps the path it chose, so that a resume trains on it.
         config, run["fast_path_check"] = choose_training_path(net, frames, config)
         run["train_config"] = config.to_dict()
@@ -255,6 +259,22 @@ def run_padding(run: dict[str, Any]) -> Padding:
         return Padding.from_dict(run["padding"])
     coded = run["model_config"]["height"], run["model_config"]["width"]
     return Padding(*(run.get("chosen") or {}).get("padded_from", coded), *coded)
+
+
+def warm_start(net: VideoINR, run_dir: Path) -> int:
+    """Loads into `net` the trained parameters of another run's checkpoint that have a twin in it (same name
+    and shape), and returns how many: buffers (masks, frame buffers, embeddings filled from the frames) and
+    parameters of another shape (per-frame ones of a video of another length) keep what was built."""
+    try:
+        state = torch.load(run_dir / CHECKPOINT, map_location="cpu", weights_only=False)["model"]
+    except Exception as exc:  # a missing or damaged checkpoint must not become a traceback
+        raise TnervError(f"cannot start from {run_dir}: its checkpoint cannot be read ({exc})") from exc
+    own = dict(net.named_parameters())
+    twins = {name: value for name, value in state.items() if name in own and own[name].shape == value.shape}
+    with torch.no_grad():
+        for name, value in twins.items():
+            own[name].copy_(value)
+    return len(twins)
 
 
 def load_run(run_dir: str | Path, device: str = "auto") -> tuple[VideoINR, dict[str, Any], dict[str, Any]]:

@@ -45,6 +45,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
             train_overrides=train_overrides(args), run_dir=args.run_dir, overwrite=args.overwrite,
             resume=args.resume, progress=not args.quiet, size=args.size, ablations=args.ablation,
             on_config=announcer(args), segment_frames=args.segment_frames, worker=args.worker, join=args.join,
+            warm_start=args.warm_start,
         )
     except SegmentsPending as pending:  # this worker's share is done: not an error
         print(f"tnerv: {pending}", file=sys.stderr)

@@ -91,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="encode segments I, I+N, ... (0 <= I < N) beside N-1 other workers sharing --run-dir; "
                         "the last to finish writes the file")
     p.add_argument("--join", action="store_true", help="write the file from the segments the workers wrote")
+    p.add_argument("--warm-start", action="store_true",
+                   help="start each segment's model from the previous segment's trained weights (segments are "
+                        "then encoded in order by one process; docs/experiments.md measures it)")
     p.add_argument("--compare", choices=["x265"], help="also encode the frames with x265 (veryslow, no B-frames) at "
                    "the largest CRF that reaches the file's PSNR, and print both sizes")
     _add_training_args(p, "replace an existing output and its run directory", "continue an interrupted encode")
