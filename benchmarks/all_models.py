@@ -23,7 +23,7 @@ from tnerv.train import TrainConfig
 
 from common import add_clip_args, fit_and_measure, load_clip
 
-MODELS = ["nerv", "enerv", "cnerv", "ffnerv", "hnerv", "dnerv", "tnerv"]
+MODELS = ["nerv", "enerv", "cnerv", "ffnerv", "hnerv", "dnerv", "hinerv", "tnerv"]
 
 
 def run(name: str, video: torch.Tensor, budget: int, epochs: int, device: str, batch_size: int) -> dict:
