@@ -516,7 +516,7 @@ def fit(
                 per_frame = (time.time() - began) / done
                 step = STEP_FORWARDS * per_frame / model.training_items() * config.batch_size
                 costs = Costs(step, EVAL_PER_PASS * per_frame * total, steps_per_epoch, config.eval_every,
-                              collapse_check_epoch)
+                              collapse_check_epoch, final_eval)
                 expected = budget.provisional(time.time() - started + per_frame * (total - done), costs)
                 tell(f"preparing: {total} frames through the model, about {format_duration(per_frame * total)} "
                      f"here; then {expected} (a training step taken as {STEP_FORWARDS:g} forward passes until "
