@@ -352,7 +352,8 @@ def _decode_into(container: av.container.InputContainer, indices: list[int], out
     """Decode the selected frames into `out` from where the container stands: frames are counted from
     0, or, after a seek, named by their timestamps (`index_of`) from the first key frame on. Returns the
     number of frames decoded if the stream ended first; raises _LostFrame after a seek that did not land
-    on or before the first selected frame, or on a frame whose timestamp names none."""
+    on or before the first selected frame, on a frame whose timestamp names none, or where the stream ends
+    before the last selected frame (a decode from the first frame then finds out how many it has)."""
     stream = container.streams.video[0]
     wanted = iter(indices)
     target = next(wanted)
@@ -374,6 +375,8 @@ def _decode_into(container: av.container.InputContainer, indices: list[int], out
             target = next(wanted, None)
             if target is None:
                 return None
+    if index_of is not None:
+        raise _LostFrame  # the stream ended after a seek (or named no key frame): the first frame on tells
     return position + 1
 
 
