@@ -72,7 +72,7 @@ def test_ffnerv_fine_tunes_on_its_8_bit_grid(tiny_clip):
     assert model_class("ffnerv").post_training_qat
     model = tiny("ffnerv", tiny_clip)
     wrapped = QuantizationAware(model, model_class("ffnerv").post_training_bits, qat=True, phase_start=0.5)
-    wrapped.on_epoch_start(1, 2)  # inside the phase
+    wrapped.on_step_start(5, 10)  # inside the phase (from half the steps on)
     name = next(n for n in wrapped.param_names if n.endswith("weight"))
     weight = dict(model.named_parameters())[name].detach()
     seen = wrapped.transform(name, weight).detach()
@@ -80,5 +80,5 @@ def test_ffnerv_fine_tunes_on_its_8_bit_grid(tiny_clip):
     # grid, or none, moves some further), and the rounding did happen.
     step = ((weight.max() - weight.min()) / 255).item()
     assert (seen - weight).abs().max().item() <= step / 2 + 1e-7 and not torch.equal(seen, weight)
-    wrapped.on_epoch_start(0, 2)  # before it, the weights are untouched
+    wrapped.on_step_start(4, 10)  # before it, the weights are untouched
     assert torch.equal(wrapped.transform(name, dict(model.named_parameters())[name]), dict(model.named_parameters())[name])

@@ -235,3 +235,21 @@ def test_auto_precision_falls_back_to_fp32_after_a_failed_trial_and_explicit_bf1
         config, record = choose_training_path(model, tiny_clip, TrainConfig.from_dict({**recipe, "precision": "bf16"}))
     assert config.precision == "bf16" and record["chosen"] == "bf16"  # asked for: kept
     assert choose_training_path(model, tiny_clip, TrainConfig.from_dict(recipe)) == (TrainConfig.from_dict(recipe), None)
+
+
+def test_a_fit_of_two_epochs_keeps_its_compression_phase_at_its_share_of_the_steps(tiny_clip):
+    """The phase starts at phase_start of the steps: at epochs, a 0.8 share of 2 epochs never began (a time
+    budget's short plan trained no rate term)."""
+    from tnerv.codec.constrained import EntropyConstrained
+
+    model = EntropyConstrained(tiny_nerv(tiny_clip, seed=0), 0.1, phase_start=0.8)
+    seen = []
+    step_start = model.on_step_start
+
+    def recorded(step: int, steps: int) -> None:
+        step_start(step, steps)
+        seen.append((step, steps, model.in_phase))
+
+    model.on_step_start = recorded
+    fit(model, tiny_clip, TrainConfig(epochs=2, batch_size=2, eval_every=2), progress=False)
+    assert [step for step, _, in_phase in seen if in_phase] == [7] and {steps for _, steps, _ in seen} == {8}

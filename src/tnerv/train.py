@@ -610,7 +610,8 @@ def fit(
                 model.on_epoch_start(epoch, plan.epochs)
                 epoch_loss = 0.0
                 clock.restart()
-                for idx in batches:
+                for step, idx in enumerate(batches, start=epoch * steps_per_epoch):
+                    model.on_step_start(step, plan.total_steps)
                     idx, weight = shard(broadcast_from_main(idx.to(device)))
                     target = frames(idx) if items == num_frames else model.training_target(idx, frames)
                     with autocast:

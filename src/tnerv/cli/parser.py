@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"rate weight of entropy-constrained models (larger = smaller file; default {DEFAULT_LAMBDA:g})",
     )
     p.add_argument("--phase-start", "--lambda-start", dest="phase_start", type=_fraction,
-                   help=f"fraction of epochs before the compression phase (lambda > 0, pruning, QAT); default "
+                   help=f"fraction of the training steps before the compression phase (lambda > 0, pruning, QAT); default "
                         f"{PHASE_START:g}, HiNeRV's {STAGED_PHASE_START:.3f} (300 of its 390 epochs)")
     p.add_argument("--prune", type=_fraction,
                    help="fraction of decoder weights to prune (post-training models; NeRV: 0.4; HiNeRV: 0.15 of all its parameters)")

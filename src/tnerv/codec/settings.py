@@ -16,8 +16,8 @@ if TYPE_CHECKING:  # the wrappers import torch; these records and their defaults
 ENTROPY_CONSTRAINED = "entropy-constrained"
 POST_TRAINING = "post-training"
 STAGED = "staged"
-# The compression phase (a rate term, pruning, quantisation-aware fine-tuning) starts after this fraction
-# of the epochs: the last 20%.
+# The compression phase (a rate term, pruning, quantisation-aware fine-tuning) starts after this share of
+# the training steps: the last 20% (`CompressionWrapper.on_step_start`).
 PHASE_START = 0.8
 # HiNeRV's stages (cfgs/train/hinerv_1920x1080.txt): 300 epochs, then 60 of pruning fine-tuning, then 30 of
 # quantisation-aware fine-tuning; tnerv keeps their shares of the epochs a fit is given.
@@ -33,7 +33,7 @@ DEFAULT_SEGMENT_FRAMES = 600
 
 @dataclass(frozen=True)
 class EntropyConstrainedSettings:
-    """A model trained with a rate term (loss = D + lambda * bpp) from `phase_start` of its epochs on,
+    """A model trained with a rate term (loss = D + lambda * bpp) from `phase_start` of its steps on,
     its quantisers starting at `init_bits` bits."""
 
     lam: float = DEFAULT_LAMBDA
@@ -55,7 +55,7 @@ class EntropyConstrainedSettings:
 @dataclass(frozen=True)
 class PostTrainingSettings:
     """A model quantised after training (`bits` per component), with a fraction `prune` of its decoder
-    weights removed and, with `qat`, quantisation-aware fine-tuning, from `phase_start` of its epochs on."""
+    weights removed and, with `qat`, quantisation-aware fine-tuning, from `phase_start` of its steps on."""
 
     bits: dict[str, int] = field(default_factory=dict)
     prune: float = 0.0

@@ -62,6 +62,9 @@ class StagedCompression(QuantizationAware):
         self.in_quant = epoch >= main + prune and self._stage_epochs(epochs, "quant") > 0
         self.model.on_epoch_start(epoch, epochs)
 
+    def on_step_start(self, step: int, steps: int) -> None:
+        self.model.on_step_start(step, steps)  # the phase follows the stages, set at each epoch's start
+
     def _stage_epochs(self, epochs: int, name: str) -> int:
         return sum(stage.epochs for stage in self.training_stages(epochs) if stage.name == name)
 

@@ -40,7 +40,7 @@ class CompressionWrapper(VideoINR):
         super().__init__(model.config)
         self.model = model
         self.needs_frames = model.needs_frames
-        self.phase_start = phase_start  # fraction of epochs before the compression phase
+        self.phase_start = phase_start  # share of the training steps before the compression phase
         self.in_phase = False
         self.param_names = [n for n, _ in model.named_parameters() if model.component_of(n) != ENCODER]
 
@@ -76,12 +76,17 @@ class CompressionWrapper(VideoINR):
         return self.model.parameter_counts()
 
     def on_epoch_start(self, epoch: int, epochs: int) -> None:
-        in_phase = epoch >= self.phase_start * epochs
+        self.model.on_epoch_start(epoch, epochs)
+
+    def on_step_start(self, step: int, steps: int) -> None:
+        # The phase starts at its share of the steps, not of the epochs: a plan of a few epochs (a time
+        # budget's) keeps it (at epochs, a 0.8 share of fewer than 5 epochs never began).
+        in_phase = step >= self.phase_start * steps
         if in_phase and not self.in_phase:
             self.in_phase = True
             self.on_phase_start()
         self.in_phase = in_phase
-        self.model.on_epoch_start(epoch, epochs)
+        self.model.on_step_start(step, steps)
 
     def attach_video(self, frames: FrameSource) -> None:
         self.model.attach_video(frames)

@@ -237,6 +237,9 @@ class VideoINR(nn.Module):
     def on_epoch_start(self, epoch: int, epochs: int) -> None:
         """Called before each epoch (0-based) of `epochs` (schedules that follow progress use it)."""
 
+    def on_step_start(self, step: int, steps: int) -> None:
+        """Called before each training step (0-based, counted over the whole fit) of the `steps` planned."""
+
     def training_stages(self, epochs: int) -> list[TrainingStage]:
         """The stages a fit of `epochs` epochs goes through, in order (their epochs sum to `epochs`)."""
         return [TrainingStage("main", epochs)]
