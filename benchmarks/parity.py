@@ -9,8 +9,8 @@ Seed by seed, each tnerv fit is set next to the official code's fit of the same 
 FFNeRV the same seed is the same start (initial weights and frame order, tests/test_official_init.py), so
 every seed must be within 0.3 dB of its official twin; E-NeRV and DNeRV start from other weights at the same
 seed (docs/experiments.md) and HiNeRV's start is not known to be the official one, so their seeds are samples
-and the verdict compares the medians. A fit
-that ends less than 1 dB above the mean frame's PSNR is labelled collapsed, on either side, by the same rule.
+and the verdict compares the medians. A fit that ends less than 1 dB above the mean frame's PSNR is labelled
+collapsed, on either side, by the same rule.
 
 Each preset builds, layer for layer, what the official code builds with its README flags scaled to about
 0.35M parameters, and trains with the official recipe (see the presets' descriptions). Measured as the

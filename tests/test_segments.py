@@ -13,6 +13,7 @@ from tnerv.codec.bitstream import SEGMENT, BitstreamError, frame_sections, read_
 from tnerv.codec.segments import pack_segments, segment_table
 from tnerv.compress import encode_video
 from tnerv.decode import decode_frames, inspect_file
+from tnerv.errors import TnervError
 from tnerv.runs import VideoSpec
 
 CLIP = VideoSpec(path="bikes", count=10, resize=(32, 64))  # segments of 4: frames 0:4, 4:8, 8:10
@@ -217,3 +218,15 @@ def test_a_warm_start_begins_each_segment_from_the_one_before(coded, tmp_path, c
     assert main([*args, "--worker", "0/2"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("tnerv: error: --warm-start") and "\n" not in err and not (tmp_path / "w.tnrv").exists()
+
+
+def test_a_warm_start_from_a_run_without_a_usable_checkpoint_is_refused_in_one_line(coded, tmp_path):
+    net = runs.load_run(coded[1] / "clip.tnrv.run" / "segment-000")[0]
+    with pytest.raises(TnervError, match="has no checkpoint yet"):
+        runs.warm_start(net, tmp_path)
+    torch.save({"epoch": 3}, tmp_path / "checkpoint.pt")
+    with pytest.raises(TnervError, match="holds no model"):
+        runs.warm_start(net, tmp_path)
+    (tmp_path / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(TnervError, match="cannot read the checkpoint"):
+        runs.warm_start(net, tmp_path)

@@ -261,14 +261,24 @@ def run_padding(run: dict[str, Any]) -> Padding:
     return Padding(*(run.get("chosen") or {}).get("padded_from", coded), *coded)
 
 
+def read_checkpoint(run_dir: Path) -> dict[str, Any]:
+    """A run directory's checkpoint (`tnerv.train.fit` writes it), as a TnervError if it is missing or damaged."""
+    if not (run_dir / CHECKPOINT).exists():
+        raise TnervError(f"{run_dir} has no checkpoint yet ({CHECKPOINT} is missing)")
+    try:
+        return torch.load(run_dir / CHECKPOINT, map_location="cpu", weights_only=False)
+    except Exception as exc:  # a damaged file must not become a traceback
+        raise TnervError(f"cannot read the checkpoint in {run_dir}: {exc}") from exc
+
+
 def warm_start(net: VideoINR, run_dir: Path) -> int:
     """Loads into `net` the trained parameters of another run's checkpoint that have a twin in it (same name
     and shape), and returns how many: buffers (masks, frame buffers, embeddings filled from the frames) and
     parameters of another shape (per-frame ones of a video of another length) keep what was built."""
-    try:
-        state = torch.load(run_dir / CHECKPOINT, map_location="cpu", weights_only=False)["model"]
-    except Exception as exc:  # a missing or damaged checkpoint must not become a traceback
-        raise TnervError(f"cannot start from {run_dir}: its checkpoint cannot be read ({exc})") from exc
+    checkpoint = read_checkpoint(run_dir)
+    state = checkpoint.get("model") if isinstance(checkpoint, dict) else None
+    if not isinstance(state, dict):
+        raise TnervError(f"cannot start from {run_dir}: its checkpoint holds no model")
     own = dict(net.named_parameters())
     twins = {name: value for name, value in state.items() if name in own and own[name].shape == value.shape}
     with torch.no_grad():
@@ -281,13 +291,11 @@ def load_run(run_dir: str | Path, device: str = "auto") -> tuple[VideoINR, dict[
     """The fitted model of a run directory, its run.json and its checkpoint."""
     run_dir = Path(run_dir)
     run = read_run(run_dir)
-    if not (run_dir / CHECKPOINT).exists():
-        raise TnervError(f"{run_dir} has no checkpoint yet ({CHECKPOINT} is missing)")
+    state = read_checkpoint(run_dir)
     net = build_model(run)
     try:
-        state = torch.load(run_dir / CHECKPOINT, map_location="cpu", weights_only=False)
         net.load_state_dict(state["model"])
-    except Exception as exc:  # a damaged file must not become a traceback
+    except Exception as exc:  # a checkpoint of another model must not become a traceback
         raise TnervError(f"cannot read the checkpoint in {run_dir}: {exc}") from exc
     return net.to(pick_device(device)).eval(), run, state
 

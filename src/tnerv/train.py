@@ -682,7 +682,7 @@ def fit(
             if log:
                 log.close()
         if not final_eval:
-            return None, history, None  # the caller measures the model: no report from an earlier epoch
+            return None, history, None  # the caller measures the model: no report, even one the schedule made
         if report is None:  # resumed a run that had already finished
             report = evaluate(model, frames, config.eval_batch_size)
         return report, history, None
